@@ -1,0 +1,124 @@
+"""Where a card image lives: in memory only, or in a locked file rewritten atomically on every change."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from card_emulator.image import CardImage, CardImageError
+
+PRIVATE_FILE_MODE = 0o600  # card images hold private keys
+
+
+class CardFileError(Exception):
+    """A card file cannot be used; the message is one readable line."""
+
+
+def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # makes the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def read_image(path: Path) -> CardImage:
+    """Load a card file without locking it (whole files only: writers replace them atomically)."""
+    try:
+        return CardImage.loads(Path(path).read_bytes())
+    except CardImageError as exc:
+        raise CardFileError(f"{path}: {exc}") from None
+    except FileNotFoundError:
+        raise CardFileError(f"no card file at {path} (create one with `jpki card create`)") from None
+    except OSError as exc:
+        raise CardFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class MemoryStore:
+    """An image kept in memory only: changes are lost with the object."""
+
+    def __init__(self, image: CardImage) -> None:
+        self.image = image
+
+    def commit(self) -> None:
+        """Nothing to make durable."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class FileStore:
+    """An image in a file that this process holds locked while the card is in use."""
+
+    def __init__(self, path: Path, image: CardImage, lock: IO[bytes]) -> None:
+        self.path = path
+        self.image = image
+        self._lock: IO[bytes] | None = lock
+
+    @classmethod
+    def create(cls, path: Path, image: CardImage) -> None:
+        """Write a new card file; refuses to overwrite one that exists."""
+        path = Path(path)
+        if path.exists():
+            raise CardFileError(f"{path} already exists; refusing to overwrite a card")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, image.dumps())
+
+    @classmethod
+    def open(cls, path: Path) -> FileStore:
+        """Lock the card file (one process at a time) and load it."""
+        path = Path(path)
+        if not path.is_file():
+            read_image(path)  # raises the readable error
+        lock_path = path.with_name(path.name + ".lock")
+        lock = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = lock.read().decode(errors="replace").strip() or "unknown"
+            lock.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise CardFileError(
+                    f"{path} is in use by another process (pid {holder}); "
+                    "a card can be in one reader at a time"
+                ) from None
+            raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()).encode())
+        lock.flush()
+        try:
+            image = read_image(path)
+        except CardFileError:
+            lock.close()
+            raise
+        return cls(path, image, lock)
+
+    def commit(self) -> None:
+        """Make the current image durable before the card answers."""
+        if self._lock is None:
+            raise CardFileError(f"{self.path} is closed")
+        write_atomically(self.path, self.image.dumps())
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+CardStore = MemoryStore | FileStore

@@ -1,0 +1,1 @@
+"""The `jpki` command line: thin wrappers over `jpki` and `card_emulator`."""

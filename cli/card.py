@@ -1,0 +1,152 @@
+"""`jpki card …`: issue a virtual card, show what it holds, unblock a PIN as a municipal office does."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+
+from card_emulator.image import CardSettings
+from card_emulator.store import FileStore, read_image
+from cli.context import card_option, card_path
+from jpki.ca import CAError, TestCA
+from jpki.holder import Holder, Sex, with_check_digit
+from jpki.paths import ca_directory
+from jpki.provision import card_summary, check_pin, provision_card, unblock_pin
+
+
+def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
+    """The CA in `directory`, created on first use."""
+    try:
+        return TestCA.load(directory)
+    except CAError:
+        if (directory / "ca.json").exists():
+            raise  # a CA is there but broken: never replace it silently
+    click.echo(f"Creating the test CA in {directory}", err=True)
+    return TestCA.create(directory, production_dn=production_dn)
+
+
+def _prompt_pin(label: str, which: str) -> str:
+    value: str = click.prompt(label, hide_input=True, confirmation_prompt=True)
+    check_pin(which, value)
+    return value
+
+
+@click.group()
+def card() -> None:
+    """Issue and inspect virtual cards."""
+
+
+@card.command()
+@card_option
+@click.option("--name", default="試験　太郎", show_default=True,
+              help="Family and given name separated by U+3000 (ideographic space).")
+@click.option("--birth-date", default="1980-02-17", show_default=True,
+              type=click.DateTime(["%Y-%m-%d"]), help="YYYY-MM-DD.")
+@click.option("--sex", type=click.Choice([s.value for s in Sex]), default=Sex.MALE.value,
+              show_default=True)
+@click.option("--address", default="東京都渋谷区神南一丁目１番１号", show_default=True)
+@click.option("--my-number", help="12 digits with a valid check digit (default: random).")
+@click.option("--prefecture", default="Tokyo-to", show_default=True, help="Romaji, for the certificates.")
+@click.option("--municipality", default="Shibuya-ku", show_default=True)
+@click.option("--municipality-code", default="13113", show_default=True)
+@click.option("--birth-era", type=click.IntRange(0, 5), help="Override the era code (0 = unknown).")
+@click.option("--auth-pin", help="4 digits (prompted for when absent).")
+@click.option("--sign-pin", help="6-16 of A-Z 0-9 (prompted for when absent; none under 15).")
+@click.option("--atr", help="ATR in hex (default: 3BE000FF8131FE4514).")
+@click.option("--production-dn", is_flag=True,
+              help="Give a new CA the production DN (O=JPKI) instead of the test one.")
+def create(
+    card_file: Path | None,
+    name: str,
+    birth_date: datetime.datetime,
+    sex: str,
+    address: str,
+    my_number: str | None,
+    prefecture: str,
+    municipality: str,
+    municipality_code: str,
+    birth_era: int | None,
+    auth_pin: str | None,
+    sign_pin: str | None,
+    atr: str | None,
+    production_dn: bool,
+) -> None:
+    """Issue a card for a holder (creating the test CA on first use)."""
+    path = card_path(card_file)
+    if path.exists():
+        raise click.ClickException(f"{path} already exists; refusing to overwrite a card")
+    holder = Holder(
+        name=name,
+        birth_date=birth_date.date(),
+        sex=Sex(sex),
+        address=address,
+        my_number=my_number or with_check_digit(f"{secrets.randbelow(10**11):011d}"),
+        prefecture=prefecture,
+        municipality=municipality,
+        municipality_code=municipality_code,
+        birth_era=birth_era,
+    )
+    needs_signature = holder.age_on(datetime.date.today()) >= 15
+    auth_pin = auth_pin or _prompt_pin("Authentication PIN (4 digits)", "auth")
+    if needs_signature and sign_pin is None:
+        sign_pin = _prompt_pin("Signature password (6-16 of A-Z 0-9)", "sign")
+    settings = CardSettings(atr=bytes.fromhex(atr)) if atr else CardSettings()
+    ca = load_or_create_ca(ca_directory(), production_dn)
+    image = provision_card(ca, holder, auth_pin, sign_pin if needs_signature else None,
+                           settings=settings)
+    FileStore.create(path, image)
+    click.echo(f"Created card {path} for {holder.name}")
+
+
+@card.command()
+@card_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(card_file: Path | None, as_json: bool) -> None:
+    """Show the holder, certificates and PIN tries left (never a PIN or a key)."""
+    summary = card_summary(read_image(card_path(card_file)))
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    click.echo(_format_summary(summary))
+
+
+def _format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    holder = summary.get("holder") or {}
+    if holder:
+        lines.append("Holder")
+        for key in ("name", "birth_date", "sex", "address", "my_number"):
+            lines.append(f"  {key.replace('_', ' '):<12} {holder.get(key, '')}")
+    lines.append(f"Token serial   {summary.get('token_serial_number')}")
+    lines.append(f"ATR            {summary['atr']}")
+    lines.append("Certificates")
+    for name, details in summary["certificates"].items():
+        lines.append(f"  {name}")
+        lines.append(f"    subject    {details['subject']}")
+        lines.append(f"    serial     {details['serial']}")
+        lines.append(f"    validity   {details['not_before']} .. {details['not_after']}")
+    lines.append("PINs")
+    for which, pin in summary["pins"].items():
+        state = "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
+        lines.append(f"  {which:<12} {state}")
+    return "\n".join(lines)
+
+
+@card.command()
+@card_option
+@click.argument("which", type=click.Choice(["auth", "sign"]))
+@click.option("--new-pin", help="Also set a new PIN value (as the office does after a lockout).")
+def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
+    """Restore a PIN's tries, as a municipal office does for a locked card."""
+    store = FileStore.open(card_path(card_file))
+    try:
+        unblock_pin(store.image, which, new_pin)
+        store.commit()
+    finally:
+        store.close()
+    click.echo(f"{which} PIN unblocked")

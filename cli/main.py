@@ -1,0 +1,73 @@
+"""`jpki`: the command line. Parses, prompts, calls `jpki`/`card_emulator`, prints; nothing more."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from card_emulator.image import CardImageError
+from card_emulator.store import CardFileError
+from cli import card as card_commands
+from cli.apdu import apdu, demo
+from cli.context import CliState
+from jpki.ca import CAError
+from jpki.provision import ProvisioningError
+
+# Exit codes, one per kind of failure, so scripts can tell them apart.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CARD_FILE = 3
+EXIT_CA = 4
+EXIT_BAD_VALUE = 5
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--card",
+    "card_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Card file (default: $JPKI_HOME/card.json).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Trace APDUs on stderr (PINs redacted).")
+@click.pass_context
+def cli(ctx: click.Context, card_path: Path | None, verbose: bool) -> None:
+    """Work with a virtual (or, later, real) My Number card and its JPKI test CA."""
+    ctx.obj = CliState(card_path=card_path, verbose=verbose)
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+
+
+cli.add_command(card_commands.card)
+cli.add_command(apdu)
+cli.add_command(demo)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"jpki: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    """Entry point: every known failure becomes one readable line and its own exit code."""
+    args: Any = list(argv) if argv is not None else None
+    try:
+        cli.main(args=args, prog_name="jpki", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_FAILURE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (CardFileError, CardImageError) as exc:
+        _fail(str(exc), EXIT_CARD_FILE)
+    except CAError as exc:
+        _fail(str(exc), EXIT_CA)
+    except (ProvisioningError, ValueError) as exc:
+        _fail(str(exc), EXIT_BAD_VALUE)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_FAILURE)
+

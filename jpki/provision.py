@@ -1,0 +1,158 @@
+"""Issuing a card: keys, certificates from the test CA, PINs, and the card image that holds them."""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from card_emulator.image import RSA_KEY_BITS, CardImage, CardSettings
+from card_emulator.pin import DEFAULT_ITERATIONS, PinReference
+from card_emulator.profiles import (
+    AUTHENTICATION_PIN_POLICY,
+    DEFAULT_TOKEN_LABEL,
+    JPKI,
+    SIGNATURE_PIN_POLICY,
+    JpkiFile,
+    certificate_availability,
+    token_info,
+)
+from jpki.ca import TestCA
+from jpki.holder import Holder
+
+SIGNATURE_CERTIFICATE_MIN_AGE = 15  # younger holders get no signature certificate
+RSA_PUBLIC_EXPONENT = 65537
+
+
+class ProvisioningError(ValueError):
+    """The card cannot be issued as asked; the message is one readable line."""
+
+
+PIN_FILES = {"auth": JpkiFile.AUTHENTICATION_PIN, "sign": JpkiFile.SIGNATURE_PIN}
+PIN_POLICIES = {"auth": AUTHENTICATION_PIN_POLICY, "sign": SIGNATURE_PIN_POLICY}
+PIN_RULES = {
+    "auth": "the authentication PIN must be exactly 4 digits",
+    "sign": "the signature password must be 6 to 16 characters of A-Z and 0-9 (upper case)",
+}
+
+
+def check_pin(which: str, value: str) -> None:
+    """Refuse a PIN value the card would not accept for this PIN."""
+    if not PIN_POLICIES[which].accepts(value.encode()):
+        raise ProvisioningError(PIN_RULES[which])
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def provision_card(
+    ca: TestCA,
+    holder: Holder,
+    auth_pin: str,
+    sign_pin: str | None,
+    *,
+    now: datetime.datetime | None = None,
+    settings: CardSettings | None = None,
+    token_label: str = DEFAULT_TOKEN_LABEL,
+    pin_iterations: int = DEFAULT_ITERATIONS,
+) -> CardImage:
+    """A new card image for `holder`, with certificates from `ca`.
+
+    Holders under 15 get no signature key, certificate or password (as on real cards), whatever
+    `sign_pin` says; otherwise `sign_pin` is required.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    with_signature = holder.age_on(now.date()) >= SIGNATURE_CERTIFICATE_MIN_AGE
+    if with_signature and sign_pin is None:
+        raise ProvisioningError("a holder aged 15 or more needs a signature password")
+    sign_pin = sign_pin if with_signature else None
+    check_pin("auth", auth_pin)
+    if sign_pin is not None:
+        check_pin("sign", sign_pin)
+
+    image = CardImage(settings=settings or CardSettings())
+    contents = image.contents(JPKI.name)
+    auth_key = rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
+    auth_certificate = ca.issue_authentication_certificate(holder, auth_key.public_key(), now=now)
+    contents.keys[JpkiFile.AUTHENTICATION_KEY] = auth_key
+    contents.files[JpkiFile.AUTHENTICATION_CERTIFICATE] = _der(auth_certificate)
+    contents.files[JpkiFile.AUTHENTICATION_CA_CERTIFICATE] = _der(ca.authentication.certificate)
+    contents.files[JpkiFile.SIGNATURE_CA_CERTIFICATE] = _der(ca.signature.certificate)
+    contents.pins[JpkiFile.AUTHENTICATION_PIN] = PinReference.create(
+        auth_pin.encode(), AUTHENTICATION_PIN_POLICY.max_tries, pin_iterations
+    )
+    if sign_pin is not None:
+        sign_key = rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
+        sign_certificate = ca.issue_signature_certificate(holder, sign_key.public_key(), now=now)
+        contents.keys[JpkiFile.SIGNATURE_KEY] = sign_key
+        contents.files[JpkiFile.SIGNATURE_CERTIFICATE] = _der(sign_certificate)
+        contents.pins[JpkiFile.SIGNATURE_PIN] = PinReference.create(
+            sign_pin.encode(), SIGNATURE_PIN_POLICY.max_tries, pin_iterations
+        )
+    contents.files[JpkiFile.CERTIFICATE_AVAILABILITY] = certificate_availability(
+        signature=sign_pin is not None, authentication=True
+    )
+    serial_number = f"{secrets.randbelow(10**16):016d}"
+    contents.files[JpkiFile.TOKEN_INFO] = token_info(serial_number, label=token_label)
+    image.metadata = {
+        "holder": holder.to_json(),
+        "token_serial_number": serial_number,
+        "issued": now.isoformat(timespec="seconds"),
+    }
+    return image
+
+
+
+def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> None:
+    """What a municipal office does: restore a PIN's tries, optionally setting a new value."""
+    pins = image.contents(JPKI.name).pins
+    reference = pins.get(PIN_FILES[which])
+    if reference is None:
+        raise ProvisioningError(f"this card has no {which} PIN")
+    if new_pin is not None:
+        check_pin(which, new_pin)
+        reference.replace(new_pin.encode())
+    reference.tries_left = PIN_POLICIES[which].max_tries
+
+
+def card_summary(image: CardImage) -> dict[str, object]:
+    """Holder, certificates and retry counters of a card: never a PIN or a key."""
+    contents = image.contents(JPKI.name)
+    certificates: dict[str, object] = {}
+    for name, fid in (
+        ("authentication", JpkiFile.AUTHENTICATION_CERTIFICATE),
+        ("signature", JpkiFile.SIGNATURE_CERTIFICATE),
+        ("authentication-ca", JpkiFile.AUTHENTICATION_CA_CERTIFICATE),
+        ("signature-ca", JpkiFile.SIGNATURE_CA_CERTIFICATE),
+    ):
+        der = contents.files.get(fid)
+        if der is None:
+            continue
+        certificate = x509.load_der_x509_certificate(der)
+        certificates[name] = {
+            "subject": certificate.subject.rfc4514_string(),
+            "issuer": certificate.issuer.rfc4514_string(),
+            "serial": f"{certificate.serial_number:X}",
+            "not_before": certificate.not_valid_before_utc.isoformat(),
+            "not_after": certificate.not_valid_after_utc.isoformat(),
+        }
+    pins = {
+        which: {
+            "tries_left": contents.pins[fid].tries_left,
+            "max_tries": PIN_POLICIES[which].max_tries,
+            "blocked": contents.pins[fid].blocked,
+        }
+        for which, fid in PIN_FILES.items()
+        if fid in contents.pins
+    }
+    return {
+        "holder": image.metadata.get("holder"),
+        "token_serial_number": image.metadata.get("token_serial_number"),
+        "atr": image.settings.atr.hex().upper(),
+        "certificates": certificates,
+        "pins": pins,
+    }
