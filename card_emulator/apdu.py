@@ -85,9 +85,7 @@ class CommandApdu:
         """Encode, choosing the extended form when a length does not fit the short one."""
         header = bytes([self.cla, self.ins, self.p1, self.p2])
         extended = (
-            self.extended
-            or len(self.data) > 255
-            or (self.le is not None and self.le > SHORT_MAX)
+            self.extended or len(self.data) > 255 or (self.le is not None and self.le > SHORT_MAX)
         )
         if len(self.data) > 65535 or (self.le is not None and not 0 < self.le <= EXTENDED_MAX):
             raise ValueError("data or Le out of range")
@@ -131,6 +129,8 @@ def redacted_hex(raw: bytes) -> str:
         return raw[:4].hex().upper() + (" <malformed, body hidden>" if len(raw) > 4 else "")
     if command.ins not in _SECRET_DATA or not command.data:
         return raw.hex().upper()
-    header_end = len(raw) - len(command.data) - (0 if command.le is None else 2 if command.extended else 1)
+    header_end = (
+        len(raw) - len(command.data) - (0 if command.le is None else 2 if command.extended else 1)
+    )
     masked = raw[:header_end].hex().upper() + "**" * len(command.data)
     return masked + raw[header_end + len(command.data) :].hex().upper()

@@ -1,8 +1,8 @@
 """The in-memory transport: a virtual card object that tests and the CLI send APDU bytes to.
 
-    card = VirtualCard.open("card.json")          # changes are durable, the file is locked
-    card = VirtualCard.in_memory("card.json")     # a throwaway copy: nothing is written
-    card.transmit(bytes.fromhex("00A4040C0AD392F000260100000001"))  # -> b"\\x90\\x00"
+card = VirtualCard.open("card.json")          # changes are durable, the file is locked
+card = VirtualCard.in_memory("card.json")     # a throwaway copy: nothing is written
+card.transmit(bytes.fromhex("00A4040C0AD392F000260100000001"))  # -> b"\\x90\\x00"
 """
 
 from __future__ import annotations

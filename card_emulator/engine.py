@@ -228,7 +228,9 @@ class CardEngine:
             return b""
         if len(command.data) != 2:
             raise StatusError(SW.WRONG_LENGTH)
-        found = self._current_df.file(int.from_bytes(command.data, "big")) if self._current_df else None
+        found = (
+            self._current_df.file(int.from_bytes(command.data, "big")) if self._current_df else None
+        )
         if not self._present(found):
             raise StatusError(SW.FILE_NOT_FOUND)
         self._current_ef = found

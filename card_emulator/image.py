@@ -146,7 +146,7 @@ class CardImage:
                         contents.files[fid] = base64.b64decode(value, validate=True)
                     elif isinstance(spec, KeyFile):
                         contents.keys[fid] = _load_key(value, f"{name}: key {fid_text}")
-                    else:
+                    elif isinstance(spec, PinFile):
                         pin = PinReference.from_json(value)
                         if pin.tries_left > spec.policy.max_tries:
                             raise CardImageError(

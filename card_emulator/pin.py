@@ -8,13 +8,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-KDF_NAME = "pbkdf2-sha256"
+KDF_NAME = "pbkdf2-sha256-length-prefixed"
 DEFAULT_ITERATIONS = 20_000
 SALT_LENGTH = 16
 
 
 def _derive(value: bytes, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", value, salt, iterations)
+    # HMAC pads keys with zeros, so "1234" and "1234\x00" would collide without the length prefix.
+    return hashlib.pbkdf2_hmac("sha256", len(value).to_bytes(2, "big") + value, salt, iterations)
 
 
 @dataclass

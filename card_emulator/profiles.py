@@ -6,7 +6,6 @@ import enum
 import struct
 
 from card_emulator.files import (
-    Always,
     Application,
     BinaryFile,
     KeyFile,

@@ -1,4 +1,4 @@
-"""The RSA private-key operations behind COMPUTE DIGITAL SIGNATURE, one per P1 scheme of the card."""
+"""The RSA private-key operations behind COMPUTE DIGITAL SIGNATURE, one per P1 scheme."""
 
 from __future__ import annotations
 

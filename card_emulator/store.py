@@ -1,4 +1,4 @@
-"""Where a card image lives: in memory only, or in a locked file rewritten atomically on every change."""
+"""Where a card image lives: in memory, or in a locked file rewritten atomically on each change."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def read_image(path: Path) -> CardImage:
     except CardImageError as exc:
         raise CardFileError(f"{path}: {exc}") from None
     except FileNotFoundError:
-        raise CardFileError(f"no card file at {path} (create one with `jpki card create`)") from None
+        raise CardFileError(
+            f"no card file at {path} (create one with `jpki card create`)"
+        ) from None
     except OSError as exc:
         raise CardFileError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -87,7 +89,8 @@ class FileStore:
         if not path.is_file():
             read_image(path)  # raises the readable error
         lock_path = path.with_name(path.name + ".lock")
-        lock = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")
+        # Held open (and locked) for as long as the card is in use.
+        lock = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

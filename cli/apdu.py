@@ -40,8 +40,11 @@ def apdu(card_file: Path | None, commands: tuple[str, ...]) -> None:
     Commands come from the arguments, else one per line on stdin ('#' starts a comment; the
     words `reset` and `power-cycle` reset the card). Changes (PIN counters) are saved.
     """
-    bad = [text for text in commands if _parse_hex(text) is None and text.lower() not in
-           RESET_WORDS | POWER_CYCLE_WORDS]
+    bad = [
+        text
+        for text in commands
+        if _parse_hex(text) is None and text.lower() not in RESET_WORDS | POWER_CYCLE_WORDS
+    ]
     if bad:
         raise click.BadParameter(f"not an APDU in hex: {bad[0]!r}", param_hint="COMMANDS")
     failed = False

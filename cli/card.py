@@ -1,4 +1,4 @@
-"""`jpki card …`: issue a virtual card, show what it holds, unblock a PIN as a municipal office does."""
+"""`jpki card …`: issue a virtual card, show what it holds, unblock a PIN as an office does."""
 
 from __future__ import annotations
 
@@ -43,23 +43,38 @@ def card() -> None:
 
 @card.command()
 @card_option
-@click.option("--name", default="試験　太郎", show_default=True,
-              help="Family and given name separated by U+3000 (ideographic space).")
-@click.option("--birth-date", default="1980-02-17", show_default=True,
-              type=click.DateTime(["%Y-%m-%d"]), help="YYYY-MM-DD.")
-@click.option("--sex", type=click.Choice([s.value for s in Sex]), default=Sex.MALE.value,
-              show_default=True)
+@click.option(
+    "--name",
+    default="試験　太郎",
+    show_default=True,
+    help="Family and given name separated by U+3000 (ideographic space).",
+)
+@click.option(
+    "--birth-date",
+    default="1980-02-17",
+    show_default=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="YYYY-MM-DD.",
+)
+@click.option(
+    "--sex", type=click.Choice([s.value for s in Sex]), default=Sex.MALE.value, show_default=True
+)
 @click.option("--address", default="東京都渋谷区神南一丁目１番１号", show_default=True)
 @click.option("--my-number", help="12 digits with a valid check digit (default: random).")
-@click.option("--prefecture", default="Tokyo-to", show_default=True, help="Romaji, for the certificates.")
+@click.option(
+    "--prefecture", default="Tokyo-to", show_default=True, help="Romaji, for the certificates."
+)
 @click.option("--municipality", default="Shibuya-ku", show_default=True)
 @click.option("--municipality-code", default="13113", show_default=True)
 @click.option("--birth-era", type=click.IntRange(0, 5), help="Override the era code (0 = unknown).")
 @click.option("--auth-pin", help="4 digits (prompted for when absent).")
 @click.option("--sign-pin", help="6-16 of A-Z 0-9 (prompted for when absent; none under 15).")
 @click.option("--atr", help="ATR in hex (default: 3BE000FF8131FE4514).")
-@click.option("--production-dn", is_flag=True,
-              help="Give a new CA the production DN (O=JPKI) instead of the test one.")
+@click.option(
+    "--production-dn",
+    is_flag=True,
+    help="Give a new CA the production DN (O=JPKI) instead of the test one.",
+)
 def create(
     card_file: Path | None,
     name: str,
@@ -97,8 +112,9 @@ def create(
         sign_pin = _prompt_pin("Signature password (6-16 of A-Z 0-9)", "sign")
     settings = CardSettings(atr=bytes.fromhex(atr)) if atr else CardSettings()
     ca = load_or_create_ca(ca_directory(), production_dn)
-    image = provision_card(ca, holder, auth_pin, sign_pin if needs_signature else None,
-                           settings=settings)
+    image = provision_card(
+        ca, holder, auth_pin, sign_pin if needs_signature else None, settings=settings
+    )
     FileStore.create(path, image)
     click.echo(f"Created card {path} for {holder.name}")
 
@@ -132,7 +148,9 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"    validity   {details['not_before']} .. {details['not_after']}")
     lines.append("PINs")
     for which, pin in summary["pins"].items():
-        state = "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
+        state = (
+            "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
+        )
         lines.append(f"  {which:<12} {state}")
     return "\n".join(lines)
 

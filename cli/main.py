@@ -70,4 +70,3 @@ def main(argv: Iterable[str] | None = None) -> None:
         _fail(str(exc), EXIT_BAD_VALUE)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_FAILURE)
-

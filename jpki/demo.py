@@ -27,7 +27,7 @@ DEMO_SIGN_PIN = "ABC123"
 
 
 def run_demo(echo: Callable[[str], None]) -> bool:
-    """Issue a card, then read, check PINs and sign as a JPKI client does. True when all went right."""
+    """Issue a card, then read, verify PINs and sign like a JPKI client; True if all went well."""
     holder = Holder(
         name="試験　花子",
         birth_date=datetime.date(1990, 4, 1),
@@ -51,9 +51,13 @@ def run_demo(echo: Callable[[str], None]) -> bool:
 
     digest = hashlib.sha256(b"hello, JPKI").digest()
     send("SELECT the JPKI AP", CommandApdu(0x00, 0xA4, 0x04, 0x0C, AID.JPKI.value))
-    send("SELECT EF 000A (authentication certificate)", CommandApdu(0x00, 0xA4, 0x02, 0x0C, b"\x00\x0a"))
-    certificate_bytes = send("READ BINARY, whole EF (extended Le)",
-                             CommandApdu(0x00, 0xB0, 0x00, 0x00, le=65536)).data
+    send(
+        "SELECT EF 000A (authentication certificate)",
+        CommandApdu(0x00, 0xA4, 0x02, 0x0C, b"\x00\x0a"),
+    )
+    certificate_bytes = send(
+        "READ BINARY, whole EF (extended Le)", CommandApdu(0x00, 0xB0, 0x00, 0x00, le=65536)
+    ).data
     send("VERIFY retry query (authentication PIN)", CommandApdu(0x00, 0x20, 0x00, 0x98))
     send("VERIFY with a wrong PIN", CommandApdu(0x00, 0x20, 0x00, 0x98, b"0000"))
     send("VERIFY with the right PIN", CommandApdu(0x00, 0x20, 0x00, 0x98, DEMO_AUTH_PIN.encode()))

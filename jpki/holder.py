@@ -1,4 +1,4 @@
-"""The card holder: the four basic attributes, my number and the residence data JPKI certificates carry."""
+"""The card holder: the four basic attributes, my number, and the residence data of certificates."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime
 import enum
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # Start dates of the Japanese eras, newest first, with the JPKI era codes.
@@ -78,11 +78,12 @@ class Holder:
     municipality: str = "Shibuya-ku"
     municipality_code: str = "13113"
     birth_era: int | None = None  # None: derived from the birth date; 0 records an unknown era
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not check_my_number(self.my_number):
-            raise ValueError(f"my number must be 12 digits with a valid check digit: {self.my_number!r}")
+            raise ValueError(
+                f"my number must be 12 digits with a valid check digit: {self.my_number!r}"
+            )
         if not re.fullmatch(r"[0-9]{5}", self.municipality_code):
             raise ValueError("municipality code must be 5 digits")
         if self.birth_era is not None and not 0 <= self.birth_era <= 5:

@@ -1,4 +1,4 @@
-"""Where the CLI keeps its data: `$JPKI_HOME` (default `~/.jpki`) with the test CA and the default card."""
+"""Where the CLI keeps its data: `$JPKI_HOME` (default `~/.jpki`): the test CA and default card."""
 
 from __future__ import annotations
 

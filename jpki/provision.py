@@ -65,7 +65,7 @@ def provision_card(
     Holders under 15 get no signature key, certificate or password (as on real cards), whatever
     `sign_pin` says; otherwise `sign_pin` is required.
     """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     with_signature = holder.age_on(now.date()) >= SIGNATURE_CERTIFICATE_MIN_AGE
     if with_signature and sign_pin is None:
         raise ProvisioningError("a holder aged 15 or more needs a signature password")
@@ -104,7 +104,6 @@ def provision_card(
         "issued": now.isoformat(timespec="seconds"),
     }
     return image
-
 
 
 def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> None:
