@@ -203,7 +203,7 @@ class CardEngine:
         return file
 
     def _allowed(self, rule: AccessRule) -> bool:
-        return isinstance(rule, Always) or rule.pin in self._verified
+        return isinstance(rule, Always) or not self._verified.isdisjoint(rule.pins)
 
     # Commands --------------------------------------------------------------------------
 

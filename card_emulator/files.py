@@ -18,11 +18,14 @@ class Always:
     """No condition."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PinVerified:
-    """The PIN in EF `pin` has been verified in the current security state."""
+    """One of these PINs has been verified in the current security state."""
 
-    pin: int
+    pins: tuple[int, ...]
+
+    def __init__(self, *pins: int) -> None:
+        object.__setattr__(self, "pins", pins)
 
 
 AccessRule = Always | PinVerified

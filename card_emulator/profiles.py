@@ -73,8 +73,58 @@ JPKI = Application(
     ),
 )
 
+
+class CardInfoFile(enum.IntEnum):
+    """File identifiers in the card-info input-support AP (券面事項入力補助AP)."""
+
+    MY_NUMBER = 0x0001
+    BASIC_ATTRIBUTES = 0x0002
+    INTEGRITY_RECORD = 0x0003
+    AP_CERTIFICATE = 0x0004
+    AP_BASIC_INFO = 0x0005
+    PIN = 0x0011
+    BLOCKED_REFERENCE = 0x0012  # ships blocked on real cards
+    COLLATION_NUMBER_A = 0x0014  # the my number
+    COLLATION_NUMBER_B = 0x0015  # birth date (era) + card expiry year + security code
+
+
+CARD_INFO_PIN_POLICY = PinPolicy(min_length=4, max_length=4, alphabet="0-9", max_tries=3)
+COLLATION_NUMBER_A_POLICY = PinPolicy(min_length=12, max_length=12, alphabet="0-9", max_tries=10)
+COLLATION_NUMBER_B_POLICY = PinPolicy(min_length=14, max_length=14, alphabet="0-9", max_tries=10)
+
+CARD_INFO = Application(
+    name="card-info",
+    aid=AID.CARD_INFO_INPUT_SUPPORT.value,
+    label="券面事項入力補助AP (card-info input support)",
+    files=(
+        BinaryFile(
+            CardInfoFile.MY_NUMBER,
+            "my number",
+            read=PinVerified(CardInfoFile.PIN, CardInfoFile.COLLATION_NUMBER_A),
+        ),
+        BinaryFile(
+            CardInfoFile.BASIC_ATTRIBUTES,
+            "basic four attributes",
+            read=PinVerified(CardInfoFile.PIN, CardInfoFile.COLLATION_NUMBER_B),
+        ),
+        BinaryFile(
+            CardInfoFile.INTEGRITY_RECORD,
+            "integrity record",
+            read=PinVerified(
+                CardInfoFile.PIN, CardInfoFile.COLLATION_NUMBER_A, CardInfoFile.COLLATION_NUMBER_B
+            ),
+        ),
+        BinaryFile(CardInfoFile.AP_CERTIFICATE, "AP card-verifiable certificate"),
+        BinaryFile(CardInfoFile.AP_BASIC_INFO, "AP basic info"),
+        PinFile(CardInfoFile.PIN, "card-info PIN", CARD_INFO_PIN_POLICY),
+        PinFile(CardInfoFile.BLOCKED_REFERENCE, "blocked reference", CARD_INFO_PIN_POLICY),
+        PinFile(CardInfoFile.COLLATION_NUMBER_A, "collation number A", COLLATION_NUMBER_A_POLICY),
+        PinFile(CardInfoFile.COLLATION_NUMBER_B, "collation number B", COLLATION_NUMBER_B_POLICY),
+    ),
+)
+
 # Every application the emulator knows; an AID not listed here answers 6A82.
-APPLICATIONS: dict[str, Application] = {app.name: app for app in (JPKI,)}
+APPLICATIONS: dict[str, Application] = {app.name: app for app in (JPKI, CARD_INFO)}
 
 CERTIFICATE_PRESENT = 0x8F
 TOKEN_INFO_LENGTH = 160

@@ -1,9 +1,10 @@
 """The emulator's built-in test CA: two self-signed JPKI CAs (signature and authentication)
-whose keys, certificates and issuance record live in one directory.
+and the card-info signer, whose keys, certificates and issuance record live in one directory.
 
 Layout of the directory:
     signature-ca.pem, signature-ca.key            sign CA certificate and PKCS#8 key (0600)
     authentication-ca.pem, authentication-ca.key  auth CA certificate and PKCS#8 key (0600)
+    card-info-signer.key                          PKCS#8 key signing the Text AP record (0600)
     ca.json                                       next serial, settings and the issued list
 Every file is written atomically; ca.json is written last, so it marks a complete CA.
 """
@@ -30,6 +31,8 @@ from jpki.holder import Holder
 STATE_FILE = "ca.json"
 STATE_FORMAT = "jpki-emulator-ca"
 STATE_VERSION = 1
+# Signs the integrity record (EF 0003) of the card-info AP, as J-LIS does on real cards.
+CARD_INFO_SIGNER_FILE = "card-info-signer.key"
 RSA_PUBLIC_EXPONENT = 65537
 RSA_KEY_BITS = 2048
 PRIVATE_FILE_MODE = 0o600
@@ -149,7 +152,7 @@ def _now(now: datetime.datetime | None) -> datetime.datetime:
 
 
 class TestCA:
-    """The signature and authentication CAs plus their durable issuance state."""
+    """The signature and authentication CAs, the card-info signer and the issuance state."""
 
     # Not a pytest test class despite the name.
     __test__: ClassVar[bool] = False
@@ -160,6 +163,7 @@ class TestCA:
         signature: CertificateAuthority,
         authentication: CertificateAuthority,
         *,
+        card_info_signer: rsa.RSAPrivateKey,
         next_serial: int,
         ocsp_url: str,
         crl_url: str | None = None,
@@ -169,6 +173,7 @@ class TestCA:
         self.directory = directory
         self.signature = signature
         self.authentication = authentication
+        self.card_info_signer = card_info_signer
         self.ocsp_url = ocsp_url
         self.crl_url = crl_url
         self.production_dn = production_dn
@@ -201,7 +206,10 @@ class TestCA:
         ocsp_url: str = certprofile.DEFAULT_OCSP_URL,
         crl_url: str | None = None,
     ) -> TestCA:
-        """Generate both CAs into `directory` (created if needed); refuses to overwrite a CA."""
+        """Generate both CAs and the card-info signer into `directory` (created if needed).
+
+        Refuses to overwrite a CA.
+        """
         directory = Path(directory)
         now = _now(now)
         if (directory / STATE_FILE).exists():
@@ -215,9 +223,7 @@ class TestCA:
         )
         authorities: dict[CertificateKind, CertificateAuthority] = {}
         for kind in CertificateKind:
-            key = rsa.generate_private_key(
-                public_exponent=RSA_PUBLIC_EXPONENT, key_size=RSA_KEY_BITS
-            )
+            key = _generate_key()
             certificate = certprofile.build_ca_certificate(kind, key, serial, now, production_dn)
             serial += 1
             authorities[kind] = CertificateAuthority(kind, certificate, key)
@@ -225,6 +231,7 @@ class TestCA:
             directory,
             authorities[CertificateKind.SIGNATURE],
             authorities[CertificateKind.AUTHENTICATION],
+            card_info_signer=_generate_key(),
             next_serial=serial,
             ocsp_url=ocsp_url,
             crl_url=crl_url,
@@ -233,6 +240,7 @@ class TestCA:
         try:
             for authority in authorities.values():
                 test_ca._write_authority(authority)
+            test_ca._write_card_info_signer()
             test_ca._write_state(test_ca._state(serial, ()))
         except OSError as error:
             raise CAError(f"cannot write the test CA in {directory}: {error.strerror}") from error
@@ -283,10 +291,12 @@ class TestCA:
         signature, authentication = (
             _load_authority(directory, kind, production_dn) for kind in CertificateKind
         )
+        card_info_signer = _load_card_info_signer(directory)
         return cls(
             directory,
             signature,
             authentication,
+            card_info_signer=card_info_signer,
             next_serial=next_serial,
             ocsp_url=ocsp_url,
             crl_url=crl_url,
@@ -393,16 +403,61 @@ class TestCA:
         _write_atomically(self.directory / STATE_FILE, text.encode("utf-8"), PUBLIC_FILE_MODE)
 
     def _write_authority(self, authority: CertificateAuthority) -> None:
-        key_pem = authority.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
         certificate_pem = authority.certificate.public_bytes(serialization.Encoding.PEM)
-        _write_atomically(self.directory / key_file(authority.kind), key_pem, PRIVATE_FILE_MODE)
+        _write_atomically(
+            self.directory / key_file(authority.kind),
+            _private_pem(authority.private_key),
+            PRIVATE_FILE_MODE,
+        )
         _write_atomically(
             self.directory / certificate_file(authority.kind), certificate_pem, PUBLIC_FILE_MODE
         )
+
+    def _write_card_info_signer(self) -> None:
+        _write_atomically(
+            self.directory / CARD_INFO_SIGNER_FILE,
+            _private_pem(self.card_info_signer),
+            PRIVATE_FILE_MODE,
+        )
+
+
+def _generate_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=RSA_PUBLIC_EXPONENT, key_size=RSA_KEY_BITS)
+
+
+def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _parse_private_key(key_pem: bytes, key_path: Path) -> rsa.RSAPrivateKey:
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise CAError(f"{key_path} is not an unencrypted PEM private key") from error
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise CAError(f"{key_path} is not an RSA key")
+    return private_key
+
+
+def _load_card_info_signer(directory: Path) -> rsa.RSAPrivateKey:
+    key_path = directory / CARD_INFO_SIGNER_FILE
+    if not key_path.exists():
+        raise CAError(
+            f"{key_path} is missing: this test CA predates the card-info signer; "
+            "create a new CA to issue cards with a card-info AP"
+        )
+    try:
+        key_pem = key_path.read_bytes()
+    except OSError as error:
+        raise CAError(f"cannot read {error.filename}: {error.strerror}") from error
+    private_key = _parse_private_key(key_pem, key_path)
+    if private_key.key_size != RSA_KEY_BITS:
+        raise CAError(f"{key_path} is not an RSA-{RSA_KEY_BITS} key")
+    return private_key
 
 
 def _load_authority(
@@ -419,12 +474,7 @@ def _load_authority(
         certificate = x509.load_pem_x509_certificate(certificate_pem)
     except ValueError as error:
         raise CAError(f"{certificate_path} is not a PEM certificate") from error
-    try:
-        private_key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as error:
-        raise CAError(f"{key_path} is not an unencrypted PEM private key") from error
-    if not isinstance(private_key, rsa.RSAPrivateKey):
-        raise CAError(f"{key_path} is not an RSA key")
+    private_key = _parse_private_key(key_pem, key_path)
     if not certprofile.key_matches(private_key, certificate):
         raise CAError(f"{key_path} does not match the certificate {certificate_path.name}")
     expected_name = certprofile.ca_name(kind, production_dn=production_dn)

@@ -576,6 +576,10 @@ def test_files_and_modes(test_ca: TestCA) -> None:
         assert key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
         pem = (directory / f"{kind.value}-ca.pem").read_bytes()
         assert x509.load_pem_x509_certificate(pem) == test_ca.authority(kind).certificate
+    signer_path = directory / "card-info-signer.key"
+    assert stat.S_IMODE(signer_path.stat().st_mode) == 0o600
+    assert signer_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert test_ca.card_info_signer.key_size == 2048
     assert not [path for path in directory.iterdir() if path.name.endswith(".tmp")]
 
 
@@ -617,6 +621,7 @@ def test_load_round_trip(
         assert certprofile.key_matches(
             loaded.authority(kind).private_key, test_ca.authority(kind).certificate
         )
+    assert loaded.card_info_signer.private_numbers() == test_ca.card_info_signer.private_numbers()
     assert loaded.issued == test_ca.issued
     assert loaded.next_serial == test_ca.next_serial
     found = loaded.find_issued(signature_certificate.serial_number)
@@ -676,6 +681,14 @@ def _missing_certificate(directory: Path) -> None:
     (directory / "authentication-ca.pem").unlink()
 
 
+def _missing_card_info_signer(directory: Path) -> None:
+    (directory / "card-info-signer.key").unlink()
+
+
+def _garbage_card_info_signer(directory: Path) -> None:
+    (directory / "card-info-signer.key").write_bytes(b"not a key")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -687,6 +700,8 @@ def _missing_certificate(directory: Path) -> None:
         (_garbage_key, r"signature-ca\.key is not an unencrypted PEM private key"),
         (_swapped_keys, r"signature-ca\.key does not match"),
         (_missing_certificate, r"cannot read .*authentication-ca\.pem"),
+        (_missing_card_info_signer, r"card-info-signer\.key is missing"),
+        (_garbage_card_info_signer, r"card-info-signer\.key is not an unencrypted PEM"),
     ],
 )
 def test_load_reports_damage_in_one_line(
