@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from jpki.holder import _ERAS, UNKNOWN_ERA, Holder
+from jpki.holder import ERAS, UNKNOWN_ERA, Holder
 
 # Tags. The card writes them as two-byte BER tags even where one byte would do.
 MY_NUMBER_TAG = b"\xff\x10"
@@ -78,7 +78,7 @@ ADULT_AGE = 18
 ADULT_CARD_BIRTHDAYS = 10
 MINOR_CARD_BIRTHDAYS = 5
 
-ERA_START_YEARS = {code: start.year for start, code, _name in _ERAS}
+ERA_START_YEARS = {code: start.year for start, code, _name in ERAS}
 
 
 # --- BER TLV -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 # Start dates of the Japanese eras, newest first, with the JPKI era codes.
-_ERAS: tuple[tuple[datetime.date, int, str], ...] = (
+ERAS: tuple[tuple[datetime.date, int, str], ...] = (
     (datetime.date(2019, 5, 1), 5, "令和"),
     (datetime.date(1989, 1, 8), 4, "平成"),
     (datetime.date(1926, 12, 25), 3, "昭和"),
@@ -40,7 +40,7 @@ class Sex(enum.Enum):
 
 def era_code(day: datetime.date) -> int:
     """JPKI era code of a Gregorian date (0 before Meiji)."""
-    for start, code, _name in _ERAS:
+    for start, code, _name in ERAS:
         if day >= start:
             return code
     return UNKNOWN_ERA

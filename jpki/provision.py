@@ -9,17 +9,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.image import RSA_KEY_BITS, CardImage, CardSettings
+from card_emulator.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
 from card_emulator.pin import DEFAULT_ITERATIONS, PinReference
 from card_emulator.profiles import (
     AUTHENTICATION_PIN_POLICY,
+    CARD_INFO,
+    CARD_INFO_PIN_POLICY,
+    COLLATION_NUMBER_A_POLICY,
+    COLLATION_NUMBER_B_POLICY,
     DEFAULT_TOKEN_LABEL,
     JPKI,
     SIGNATURE_PIN_POLICY,
+    CardInfoFile,
     JpkiFile,
     certificate_availability,
     token_info,
 )
+from jpki import card_info
 from jpki.ca import TestCA
 from jpki.holder import Holder
 
@@ -59,11 +65,15 @@ def provision_card(
     settings: CardSettings | None = None,
     token_label: str = DEFAULT_TOKEN_LABEL,
     pin_iterations: int = DEFAULT_ITERATIONS,
+    card_info_pin: str | None = None,
+    long_attributes_header: bool = True,
 ) -> CardImage:
     """A new card image for `holder`, with certificates from `ca`.
 
     Holders under 15 get no signature key, certificate or password (as on real cards), whatever
-    `sign_pin` says; otherwise `sign_pin` is required.
+    `sign_pin` says; otherwise `sign_pin` is required. The card-info AP's PIN defaults to the
+    authentication PIN (most holders set one 4-digit PIN for both); `long_attributes_header`
+    picks the `FF 20 82 00 LL` header of cards issued from about 2023.
     """
     now = now or datetime.datetime.now(datetime.UTC)
     with_signature = holder.age_on(now.date()) >= SIGNATURE_CERTIFICATE_MIN_AGE
@@ -71,6 +81,8 @@ def provision_card(
         raise ProvisioningError("a holder aged 15 or more needs a signature password")
     sign_pin = sign_pin if with_signature else None
     check_pin("auth", auth_pin)
+    card_info_pin = card_info_pin or auth_pin
+    check_pin("auth", card_info_pin)
     if sign_pin is not None:
         check_pin("sign", sign_pin)
 
@@ -98,12 +110,59 @@ def provision_card(
     )
     serial_number = f"{secrets.randbelow(10**16):016d}"
     contents.files[JpkiFile.TOKEN_INFO] = token_info(serial_number, label=token_label)
+    card_expiry = card_info.card_expiry(holder, now.date())
+    security_code = f"{secrets.randbelow(10**4):04d}"
+    _provision_card_info(
+        image.contents(CARD_INFO.name),
+        ca,
+        holder,
+        card_info_pin,
+        card_info.collation_number_b(holder, card_expiry.year, security_code),
+        long_attributes_header,
+        pin_iterations,
+    )
     image.metadata = {
         "holder": holder.to_json(),
         "token_serial_number": serial_number,
         "issued": now.isoformat(timespec="seconds"),
+        "card_expiry": card_expiry.isoformat(),
+        "security_code": security_code,  # printed on the card face, part of collation number B
     }
     return image
+
+
+def _provision_card_info(
+    contents: ApplicationContents,
+    ca: TestCA,
+    holder: Holder,
+    pin: str,
+    collation_number_b: str,
+    long_attributes_header: bool,
+    pin_iterations: int,
+) -> None:
+    """The card-info input-support AP: my number, the four attributes, and their integrity."""
+    my_number = card_info.my_number_record(holder.my_number)
+    attributes = card_info.basic_attributes_record(holder, long_header=long_attributes_header)
+    signer = ca.card_info_signer
+    key_id = card_info.key_identifier(signer.public_key())
+    contents.files[CardInfoFile.MY_NUMBER] = my_number
+    contents.files[CardInfoFile.BASIC_ATTRIBUTES] = attributes
+    contents.files[CardInfoFile.INTEGRITY_RECORD] = card_info.integrity_record(
+        my_number, attributes, signer
+    )
+    contents.files[CardInfoFile.AP_CERTIFICATE] = card_info.card_verifiable_certificate(
+        signer.public_key(), signer, key_id, key_id
+    )
+    contents.files[CardInfoFile.AP_BASIC_INFO] = card_info.basic_info(key_id)
+    references = {
+        CardInfoFile.PIN: (pin, CARD_INFO_PIN_POLICY.max_tries),
+        # Ships blocked on real cards: no value ever opens it.
+        CardInfoFile.BLOCKED_REFERENCE: (f"{secrets.randbelow(10**4):04d}", 0),
+        CardInfoFile.COLLATION_NUMBER_A: (holder.my_number, COLLATION_NUMBER_A_POLICY.max_tries),
+        CardInfoFile.COLLATION_NUMBER_B: (collation_number_b, COLLATION_NUMBER_B_POLICY.max_tries),
+    }
+    for fid, (value, tries) in references.items():
+        contents.pins[fid] = PinReference.create(value.encode(), tries, pin_iterations)
 
 
 def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> None:

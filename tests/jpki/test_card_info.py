@@ -172,7 +172,8 @@ def test_integrity_fails_after_changing_the_address(signer: rsa.RSAPrivateKey) -
     record = card_info.integrity_record(my_number_ef, attributes_ef, signer)
 
     address_offset = int.from_bytes(attributes_ef[8:10], "big")  # FF20 LL DF2108 <name> <addr>
-    _tag, start, _end = tlv(attributes_ef, address_offset)
+    tag, start, _end = tlv(attributes_ef, address_offset)
+    assert tag == bytes.fromhex("DF23")
     changed = bytearray(attributes_ef)
     changed[start + 1] ^= 0x01
     assert not card_info.verify_integrity(record, my_number_ef, bytes(changed), signer.public_key())
