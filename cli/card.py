@@ -16,7 +16,7 @@ from cli.context import card_option, card_path
 from jpki.ca import CAError, TestCA
 from jpki.holder import Holder, Sex, with_check_digit
 from jpki.paths import ca_directory
-from jpki.provision import card_summary, check_pin, provision_card, unblock_pin
+from jpki.provision import PINS, card_summary, check_pin, provision_card, unblock_pin
 
 
 def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
@@ -139,6 +139,8 @@ def _format_summary(summary: dict[str, Any]) -> str:
         for key in ("name", "birth_date", "sex", "address", "my_number"):
             lines.append(f"  {key.replace('_', ' '):<12} {holder.get(key, '')}")
     lines.append(f"Token serial   {summary.get('token_serial_number')}")
+    lines.append(f"Card expiry    {summary.get('card_expiry')}")
+    lines.append(f"Security code  {summary.get('security_code')}")
     lines.append(f"ATR            {summary['atr']}")
     lines.append("Certificates")
     for name, details in summary["certificates"].items():
@@ -157,7 +159,7 @@ def _format_summary(summary: dict[str, Any]) -> str:
 
 @card.command()
 @card_option
-@click.argument("which", type=click.Choice(["auth", "sign"]))
+@click.argument("which", type=click.Choice(list(PINS)))
 @click.option("--new-pin", help="Also set a new PIN value (as the office does after a lockout).")
 def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
     """Restore a PIN's tries, as a municipal office does for a locked card."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from card_emulator.files import Application, PinFile, PinPolicy
 from card_emulator.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
 from card_emulator.pin import DEFAULT_ITERATIONS, PinReference
 from card_emulator.profiles import (
@@ -37,18 +39,45 @@ class ProvisioningError(ValueError):
     """The card cannot be issued as asked; the message is one readable line."""
 
 
-PIN_FILES = {"auth": JpkiFile.AUTHENTICATION_PIN, "sign": JpkiFile.SIGNATURE_PIN}
-PIN_POLICIES = {"auth": AUTHENTICATION_PIN_POLICY, "sign": SIGNATURE_PIN_POLICY}
-PIN_RULES = {
-    "auth": "the authentication PIN must be exactly 4 digits",
-    "sign": "the signature password must be 6 to 16 characters of A-Z and 0-9 (upper case)",
+
+
+@dataclass(frozen=True)
+class PinName:
+    """A PIN as users name it, and where it lives on the card."""
+
+    application: Application
+    fid: int
+    rule: str  # what a valid value looks like, for error messages
+
+    @property
+    def policy(self) -> PinPolicy:
+        pin_file = self.application.file(self.fid)
+        assert isinstance(pin_file, PinFile)
+        return pin_file.policy
+
+
+PINS = {
+    "auth": PinName(JPKI, JpkiFile.AUTHENTICATION_PIN, "exactly 4 digits"),
+    "sign": PinName(
+        JPKI, JpkiFile.SIGNATURE_PIN, "6 to 16 characters of A-Z and 0-9 (upper case)"
+    ),
+    "card-info": PinName(CARD_INFO, CardInfoFile.PIN, "exactly 4 digits"),
+    "card-info-a": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_A, "the 12-digit my number"),
+    "card-info-b": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_B, "exactly 14 digits"),
+}
+PIN_LABELS = {
+    "auth": "the authentication PIN",
+    "sign": "the signature password",
+    "card-info": "the card-info PIN",
+    "card-info-a": "collation number A",
+    "card-info-b": "collation number B",
 }
 
 
 def check_pin(which: str, value: str) -> None:
     """Refuse a PIN value the card would not accept for this PIN."""
-    if not PIN_POLICIES[which].accepts(value.encode()):
-        raise ProvisioningError(PIN_RULES[which])
+    if not PINS[which].policy.accepts(value.encode()):
+        raise ProvisioningError(f"{PIN_LABELS[which]} must be {PINS[which].rule}")
 
 
 def _der(certificate: x509.Certificate) -> bytes:
@@ -82,7 +111,7 @@ def provision_card(
     sign_pin = sign_pin if with_signature else None
     check_pin("auth", auth_pin)
     card_info_pin = card_info_pin or auth_pin
-    check_pin("auth", card_info_pin)
+    check_pin("card-info", card_info_pin)
     if sign_pin is not None:
         check_pin("sign", sign_pin)
 
@@ -167,14 +196,19 @@ def _provision_card_info(
 
 def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> None:
     """What a municipal office does: restore a PIN's tries, optionally setting a new value."""
-    pins = image.contents(JPKI.name).pins
-    reference = pins.get(PIN_FILES[which])
+    name = PINS[which]
+    reference = image.contents(name.application.name).pins.get(name.fid)
     if reference is None:
-        raise ProvisioningError(f"this card has no {which} PIN")
+        raise ProvisioningError(f"this card has no {PIN_LABELS[which]}")
     if new_pin is not None:
         check_pin(which, new_pin)
         reference.replace(new_pin.encode())
-    reference.tries_left = PIN_POLICIES[which].max_tries
+    reference.tries_left = name.policy.max_tries
+
+
+def readable_name(name: x509.Name) -> str:
+    """A DN in certificate order (`C=JP, O=…`), as openssl prints it."""
+    return ", ".join(rdn.rfc4514_string() for rdn in name.rdns)
 
 
 def card_summary(image: CardImage) -> dict[str, object]:
@@ -192,24 +226,26 @@ def card_summary(image: CardImage) -> dict[str, object]:
             continue
         certificate = x509.load_der_x509_certificate(der)
         certificates[name] = {
-            "subject": certificate.subject.rfc4514_string(),
-            "issuer": certificate.issuer.rfc4514_string(),
+            "subject": readable_name(certificate.subject),
+            "issuer": readable_name(certificate.issuer),
             "serial": f"{certificate.serial_number:X}",
             "not_before": certificate.not_valid_before_utc.isoformat(),
             "not_after": certificate.not_valid_after_utc.isoformat(),
         }
-    pins = {
-        which: {
-            "tries_left": contents.pins[fid].tries_left,
-            "max_tries": PIN_POLICIES[which].max_tries,
-            "blocked": contents.pins[fid].blocked,
-        }
-        for which, fid in PIN_FILES.items()
-        if fid in contents.pins
-    }
+    pins = {}
+    for which, pin in PINS.items():
+        reference = image.contents(pin.application.name).pins.get(pin.fid)
+        if reference is not None:
+            pins[which] = {
+                "tries_left": reference.tries_left,
+                "max_tries": pin.policy.max_tries,
+                "blocked": reference.blocked,
+            }
     return {
         "holder": image.metadata.get("holder"),
         "token_serial_number": image.metadata.get("token_serial_number"),
+        "card_expiry": image.metadata.get("card_expiry"),
+        "security_code": image.metadata.get("security_code"),
         "atr": image.settings.atr.hex().upper(),
         "certificates": certificates,
         "pins": pins,
