@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from card_emulator.image import CardSettings
-from card_emulator.store import FileStore, read_image
+from card_emulator.store import CardFileError, FileStore, read_image
 from cli.context import card_option, card_path
 from jpki.ca import CAError, TestCA
 from jpki.holder import Holder, Sex, with_check_digit
@@ -94,7 +94,7 @@ def create(
     """Issue a card for a holder (creating the test CA on first use)."""
     path = card_path(card_file)
     if path.exists():
-        raise click.ClickException(f"{path} already exists; refusing to overwrite a card")
+        raise CardFileError(f"{path} already exists; refusing to overwrite a card")
     holder = Holder(
         name=name,
         birth_date=birth_date.date(),

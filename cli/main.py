@@ -59,9 +59,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         cli.main(args=args, prog_name="jpki", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", EXIT_FAILURE)
-    except click.ClickException as exc:
+    except click.UsageError as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
     except (CardFileError, CardImageError) as exc:
         _fail(str(exc), EXIT_CARD_FILE)
     except CAError as exc:

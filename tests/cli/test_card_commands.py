@@ -74,7 +74,7 @@ def test_create_refuses_bad_pins_and_existing_cards(home: Path) -> None:
                  "--auth-pin", "1234", "--sign-pin", "abc123")  # fmt: skip
     assert lower.returncode == 5 and "A-Z" in lower.stderr
     exists = jpki(home, "card", "create", "--auth-pin", "1234", "--sign-pin", "ABC123")
-    assert exists.returncode != 0 and "already exists" in exists.stderr
+    assert exists.returncode == 3 and "already exists" in exists.stderr
 
 
 def test_apdu_from_arguments_in_one_session(home: Path) -> None:
