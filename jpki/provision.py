@@ -39,8 +39,6 @@ class ProvisioningError(ValueError):
     """The card cannot be issued as asked; the message is one readable line."""
 
 
-
-
 @dataclass(frozen=True)
 class PinName:
     """A PIN as users name it, and where it lives on the card."""
@@ -58,9 +56,7 @@ class PinName:
 
 PINS = {
     "auth": PinName(JPKI, JpkiFile.AUTHENTICATION_PIN, "exactly 4 digits"),
-    "sign": PinName(
-        JPKI, JpkiFile.SIGNATURE_PIN, "6 to 16 characters of A-Z and 0-9 (upper case)"
-    ),
+    "sign": PinName(JPKI, JpkiFile.SIGNATURE_PIN, "6 to 16 characters of A-Z and 0-9 (upper case)"),
     "card-info": PinName(CARD_INFO, CardInfoFile.PIN, "exactly 4 digits"),
     "card-info-a": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_A, "the 12-digit my number"),
     "card-info-b": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_B, "exactly 14 digits"),
