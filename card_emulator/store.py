@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 from pathlib import Path
 from typing import IO
 
@@ -20,8 +21,9 @@ class CardFileError(Exception):
 def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # Created with its final mode, so a key is never briefly readable by others.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

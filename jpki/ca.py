@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from card_emulator.store import write_atomically
 from jpki import certprofile
 from jpki.certprofile import CertificateKind
 from jpki.holder import Holder
@@ -121,30 +121,6 @@ def _string(data: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key!r} is missing or not a string")
     return value
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with `mode`, so a key is never briefly readable."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
 
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
@@ -400,21 +376,21 @@ class TestCA:
 
     def _write_state(self, state: dict[str, Any]) -> None:
         text = json.dumps(state, ensure_ascii=False, indent=2) + "\n"
-        _write_atomically(self.directory / STATE_FILE, text.encode("utf-8"), PUBLIC_FILE_MODE)
+        write_atomically(self.directory / STATE_FILE, text.encode("utf-8"), PUBLIC_FILE_MODE)
 
     def _write_authority(self, authority: CertificateAuthority) -> None:
         certificate_pem = authority.certificate.public_bytes(serialization.Encoding.PEM)
-        _write_atomically(
+        write_atomically(
             self.directory / key_file(authority.kind),
             _private_pem(authority.private_key),
             PRIVATE_FILE_MODE,
         )
-        _write_atomically(
+        write_atomically(
             self.directory / certificate_file(authority.kind), certificate_pem, PUBLIC_FILE_MODE
         )
 
     def _write_card_info_signer(self) -> None:
-        _write_atomically(
+        write_atomically(
             self.directory / CARD_INFO_SIGNER_FILE,
             _private_pem(self.card_info_signer),
             PRIVATE_FILE_MODE,
