@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
+from card_emulator.apdu import redacted_hex
 from card_emulator.card import VirtualCard
 from cli.context import card_option, card_path
 from jpki.demo import run_demo
 
+log = logging.getLogger(__name__)
 RESET_WORDS = {"reset"}  # warm reset: prints the ATR, keeps the security state like the card
 POWER_CYCLE_WORDS = {"power-cycle"}  # power off then on: clears the security state
 EXIT_BAD_LINE = 5
@@ -65,7 +68,10 @@ def apdu(card_file: Path | None, commands: tuple[str, ...]) -> None:
                 click.echo(f"jpki: error: {where}: not an APDU in hex", err=True)
                 failed = True
                 continue
-            click.echo(card.transmit(raw).hex().upper())
+            response = card.transmit(raw)
+            log.debug("> %s", redacted_hex(raw))
+            log.debug("< %s", response.hex().upper())
+            click.echo(response.hex().upper())
     if failed:
         sys.exit(EXIT_BAD_LINE)
 

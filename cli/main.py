@@ -14,8 +14,13 @@ from card_emulator.image import CardImageError
 from card_emulator.store import CardFileError
 from cli import card as card_commands
 from cli.apdu import apdu, demo
+from cli.ca import ca
+from cli.cert import cert
 from cli.context import CliState
+from cli.documents import login, sign, verify
+from cli.pin import pin
 from jpki.ca import CAError
+from jpki.errors import ApduError, CardConnectionError, JpkiError, PinError
 from jpki.provision import ProvisioningError
 
 # Exit codes, one per kind of failure, so scripts can tell them apart.
@@ -24,6 +29,8 @@ EXIT_USAGE = 2
 EXIT_CARD_FILE = 3
 EXIT_CA = 4
 EXIT_BAD_VALUE = 5
+EXIT_PIN = 6
+EXIT_CARD = 7
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,18 +40,24 @@ EXIT_BAD_VALUE = 5
     type=click.Path(dir_okay=False, path_type=Path),
     help="Card file (default: $JPKI_HOME/card.json).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Trace APDUs on stderr (PINs redacted).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Trace APDUs on stderr, PINs redacted (-vv: also the virtual card's own log).",
+)
 @click.pass_context
-def cli(ctx: click.Context, card_path: Path | None, verbose: bool) -> None:
-    """Work with a virtual (or, later, real) My Number card and its JPKI test CA."""
-    ctx.obj = CliState(card_path=card_path, verbose=verbose)
+def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
+    """Work with a My Number card (virtual, or real in a reader) and the JPKI test CA."""
+    ctx.obj = CliState(card_path=card_path)
     if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        for name in ("jpki", "cli") + (("card_emulator",) if verbose > 1 else ()):
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-cli.add_command(card_commands.card)
-cli.add_command(apdu)
-cli.add_command(demo)
+for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login):
+    cli.add_command(command)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -68,7 +81,15 @@ def main(argv: Iterable[str] | None = None) -> None:
         _fail(str(exc), EXIT_CARD_FILE)
     except CAError as exc:
         _fail(str(exc), EXIT_CA)
+    except PinError as exc:
+        _fail(str(exc), EXIT_PIN)
+    except (CardConnectionError, ApduError) as exc:
+        _fail(str(exc), EXIT_CARD)
+    except JpkiError as exc:
+        _fail(str(exc), EXIT_FAILURE)
     except (ProvisioningError, ValueError) as exc:
         _fail(str(exc), EXIT_BAD_VALUE)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror}".lstrip(": "), EXIT_FAILURE)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_FAILURE)

@@ -7,11 +7,15 @@ Layout of the directory:
     card-info-signer.key                          PKCS#8 key signing the Text AP record (0600)
     ca.json                                       next serial, settings and the issued list
 Every file is written atomically; ca.json is written last, so it marks a complete CA.
+An issued entry gains a "revocation" object (time, reason) when it is revoked; entries without
+one, as in files written before revocation existed, are not revoked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import enum
 import json
 import secrets
 import threading
@@ -47,6 +51,41 @@ class CAError(Exception):
     """The test CA directory is missing, incomplete or corrupt, or the CA cannot issue."""
 
 
+class RevocationReason(enum.Enum):
+    """The CRLReason codes J-LIS uses; the values are RFC 5280's names, as in x509.ReasonFlags."""
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "keyCompromise"
+    AFFILIATION_CHANGED = "affiliationChanged"  # the holder's attributes changed
+    SUPERSEDED = "superseded"  # renewal
+    CESSATION_OF_OPERATION = "cessationOfOperation"
+    CERTIFICATE_HOLD = "certificateHold"
+
+    @property
+    def flag(self) -> x509.ReasonFlags:
+        return x509.ReasonFlags(self.value)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """When and why an issued certificate was revoked (whole seconds, UTC)."""
+
+    time: datetime.datetime
+    reason: RevocationReason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "reason": self.reason.value}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Revocation:
+        if not isinstance(data, dict):
+            raise ValueError("a revocation is not an object")
+        time = datetime.datetime.fromisoformat(_string(data, "time"))
+        if time.tzinfo is None:
+            raise ValueError("a revocation time has no time zone")
+        return cls(time=time, reason=RevocationReason(_string(data, "reason")))
+
+
 def certificate_file(kind: CertificateKind) -> str:
     return f"{kind.value}-ca.pem"
 
@@ -74,9 +113,14 @@ class IssuedCertificate:
     not_after: datetime.datetime
     holder_name: str
     label: str | None = None
+    revocation: Revocation | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revocation is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "serial": _serial_text(self.serial),
             "kind": self.kind.value,
             "subject": self.subject,
@@ -84,6 +128,10 @@ class IssuedCertificate:
             "holder_name": self.holder_name,
             "label": self.label,
         }
+        # Written only when revoked, so files of CAs that never revoke stay as they were.
+        if self.revocation is not None:
+            data["revocation"] = self.revocation.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IssuedCertificate:
@@ -95,6 +143,7 @@ class IssuedCertificate:
         label = data.get("label")
         if label is not None and not isinstance(label, str):
             raise ValueError("an issued label is not a string")
+        revocation = data.get("revocation")
         return cls(
             serial=_parse_serial(_string(data, "serial")),
             kind=CertificateKind(_string(data, "kind")),
@@ -102,6 +151,7 @@ class IssuedCertificate:
             not_after=not_after,
             holder_name=_string(data, "holder_name"),
             label=label,
+            revocation=None if revocation is None else Revocation.from_json(revocation),
         )
 
 
@@ -171,6 +221,46 @@ class TestCA:
 
     def find_issued(self, serial: int) -> IssuedCertificate | None:
         return next((entry for entry in self._issued if entry.serial == serial), None)
+
+    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]:
+        """The revoked certificates of one CA, in issuance order."""
+        return tuple(entry for entry in self._issued if entry.kind is kind and entry.revoked)
+
+    def revoke(
+        self,
+        serial: int,
+        reason: RevocationReason,
+        *,
+        when: datetime.datetime | None = None,
+    ) -> IssuedCertificate:
+        """Record in ca.json that certificate `serial` is revoked for `reason` as of `when`.
+
+        Returns the updated entry; refuses serials this CA did not issue and a second revocation.
+        """
+        when = _now(when)
+        if when.utcoffset() is None:
+            raise ValueError("the revocation time must be timezone-aware (use UTC)")
+        # CRLs and OCSP responses carry whole seconds; record what they will say.
+        revocation = Revocation(
+            when.astimezone(datetime.UTC).replace(microsecond=0), RevocationReason(reason)
+        )
+        with self._lock:
+            entry = self.find_issued(serial)
+            if entry is None:
+                raise CAError(f"this test CA issued no certificate with serial {serial:#x}")
+            if entry.revocation is not None:
+                raise CAError(
+                    f"certificate {serial:#x} is already revoked "
+                    f"({entry.revocation.reason.value}, {entry.revocation.time.isoformat()})"
+                )
+            updated = dataclasses.replace(entry, revocation=revocation)
+            issued = tuple(updated if item is entry else item for item in self._issued)
+            try:
+                self._write_state(self._state(self._next_serial, issued))
+            except OSError as error:
+                raise CAError(f"cannot record the revocation: {error.strerror}") from error
+            self._issued = issued
+        return updated
 
     @classmethod
     def create(

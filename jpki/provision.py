@@ -27,7 +27,7 @@ from card_emulator.profiles import (
     certificate_availability,
     token_info,
 )
-from jpki import card_info
+from jpki import card_info, certinfo
 from jpki.ca import TestCA
 from jpki.holder import Holder
 
@@ -202,11 +202,6 @@ def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> Non
     reference.tries_left = name.policy.max_tries
 
 
-def readable_name(name: x509.Name) -> str:
-    """A DN in certificate order (`C=JP, O=…`), as openssl prints it."""
-    return ", ".join(rdn.rfc4514_string() for rdn in name.rdns)
-
-
 def card_summary(image: CardImage) -> dict[str, object]:
     """Holder, certificates and retry counters of a card: never a PIN or a key."""
     contents = image.contents(JPKI.name)
@@ -220,14 +215,7 @@ def card_summary(image: CardImage) -> dict[str, object]:
         der = contents.files.get(fid)
         if der is None:
             continue
-        certificate = x509.load_der_x509_certificate(der)
-        certificates[name] = {
-            "subject": readable_name(certificate.subject),
-            "issuer": readable_name(certificate.issuer),
-            "serial": f"{certificate.serial_number:X}",
-            "not_before": certificate.not_valid_before_utc.isoformat(),
-            "not_after": certificate.not_valid_after_utc.isoformat(),
-        }
+        certificates[name] = certinfo.describe(x509.load_der_x509_certificate(der))
     pins = {}
     for which, pin in PINS.items():
         reference = image.contents(pin.application.name).pins.get(pin.fid)

@@ -1,0 +1,90 @@
+"""`jpki ca …`: the test CA — create it, revoke certificates, publish CRLs, serve OCSP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from card_emulator.store import read_image
+from cli.context import card_option, card_path
+from jpki.ca import RevocationReason, TestCA
+from jpki.ca_server import make_server
+from jpki.certprofile import DEFAULT_OCSP_URL, CertificateKind
+from jpki.paths import ca_directory
+from jpki.revocation import build_crl
+from jpki.session import Certificate
+
+KINDS = {"sign": CertificateKind.SIGNATURE, "auth": CertificateKind.AUTHENTICATION}
+
+
+@click.group()
+def ca() -> None:
+    """The built-in test CA in $JPKI_HOME/ca."""
+
+
+@ca.command()
+@click.option("--production-dn", is_flag=True, help="Use the production DN (O=JPKI).")
+@click.option("--ocsp-url", help="OCSP URL written into authentication certificates.")
+def init(production_dn: bool, ocsp_url: str | None) -> None:
+    """Create the test CA (sign CA, auth CA, card-info signer)."""
+    directory = ca_directory()
+    TestCA.create(directory, production_dn=production_dn, ocsp_url=ocsp_url or DEFAULT_OCSP_URL)
+    click.echo(f"Created the test CA in {directory}")
+
+
+@ca.command()
+@click.argument("serial", required=False)
+@card_option
+@click.option("--cert", "which", type=click.Choice(list(KINDS)),
+              help="With --card: which of the card's certificates.")  # fmt: skip
+@click.option("--reason", type=click.Choice([r.value for r in RevocationReason]),
+              default=RevocationReason.UNSPECIFIED.value, show_default=True)  # fmt: skip
+def revoke(serial: str | None, card_file: Path | None, which: str | None, reason: str) -> None:
+    """Revoke a certificate by SERIAL (hex), or a card's --cert sign|auth."""
+    if serial is None:
+        if which is None:
+            raise click.UsageError("give a SERIAL, or --cert sign|auth (with --card)")
+        fid = Certificate.named(which).fid
+        der = read_image(card_path(card_file)).contents("jpki").files.get(fid)
+        if der is None:
+            raise click.UsageError(f"the card has no {which} certificate")
+        number = x509.load_der_x509_certificate(der).serial_number
+    else:
+        try:
+            number = int(serial, 16)
+        except ValueError:
+            raise click.BadParameter("a serial number in hex", param_hint="SERIAL") from None
+    entry = TestCA.load(ca_directory()).revoke(number, RevocationReason(reason))
+    click.echo(f"Revoked {entry.kind.value} certificate {number:X} ({reason})")
+
+
+@ca.command()
+@click.argument("which", type=click.Choice(list(KINDS)))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--pem", is_flag=True, help="PEM instead of DER.")
+def crl(which: str, output: Path, pem: bool) -> None:
+    """Write a fresh CRL of the sign or auth CA."""
+    revocation_list = build_crl(TestCA.load(ca_directory()), KINDS[which])
+    encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
+    output.write_bytes(revocation_list.public_bytes(encoding))
+    click.echo(f"Wrote the {which} CA's CRL ({len(list(revocation_list))} revoked) to {output}")
+
+
+@ca.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback unless you say otherwise).")  # fmt: skip
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def serve(host: str, port: int) -> None:
+    """Serve OCSP (POST /ocsp) and CRLs (/crl/signature.crl, /crl/authentication.crl)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with make_server(ca_directory(), host, port) as server:
+        click.echo(
+            f"OCSP at {server.base_url}/ocsp, CRLs at {server.base_url}/crl/",
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()

@@ -1,0 +1,107 @@
+"""The host session against the virtual card: certificates, PINs, signatures, a pulled card."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from card_emulator.card import VirtualCard
+from card_emulator.profiles import JpkiFile
+from jpki.connection import VirtualCardConnection
+from jpki.errors import (
+    ApduError,
+    CardRemovedError,
+    PinBlockedError,
+    PinRequiredError,
+    WrongPinError,
+)
+from jpki.protocol import ApduProtocol
+from jpki.session import Certificate, JpkiSession, Key, Pin
+from tests.conftest import CardFactory
+
+
+def session_for(card: VirtualCard) -> JpkiSession:
+    return JpkiSession(ApduProtocol(VirtualCardConnection(card)))
+
+
+@pytest.fixture
+def session(card: VirtualCard) -> JpkiSession:
+    return session_for(card)
+
+
+def test_reads_every_free_certificate_exactly(card: VirtualCard, session: JpkiSession) -> None:
+    files = card.image.contents("jpki").files
+    for which in (Certificate.AUTH, Certificate.AUTH_CA, Certificate.SIGN_CA):
+        assert session.read_certificate_der(which) == files[which.fid]
+
+
+def test_the_signature_certificate_needs_the_password(
+    card: VirtualCard, session: JpkiSession
+) -> None:
+    with pytest.raises(PinRequiredError, match="signature password"):
+        session.read_certificate(Certificate.SIGN)
+    session.verify_pin(Pin.SIGN, "ABC123")
+    der = session.read_certificate_der(Certificate.SIGN)
+    assert der == card.image.contents("jpki").files[JpkiFile.SIGNATURE_CERTIFICATE]
+
+
+def test_pin_status_for_every_pin_costs_nothing(session: JpkiSession) -> None:
+    for _ in range(2):
+        statuses = {pin: session.pin_status(pin) for pin in Pin}
+    assert {pin: s.tries_left for pin, s in statuses.items()} == {
+        Pin.AUTH: 3, Pin.SIGN: 5, Pin.CARD_INFO: 3, Pin.CARD_INFO_A: 10, Pin.CARD_INFO_B: 10,
+    }  # fmt: skip
+
+
+def test_wrong_pins_say_how_many_tries_are_left_then_blocked(session: JpkiSession) -> None:
+    with pytest.raises(WrongPinError, match="2 tries left"):
+        session.verify_pin(Pin.AUTH, "0000")
+    with pytest.raises(WrongPinError, match="1 try left"):
+        session.verify_pin(Pin.AUTH, "0000")
+    with pytest.raises(WrongPinError, match="now blocked"):
+        session.verify_pin(Pin.AUTH, "0000")
+    with pytest.raises(PinBlockedError, match="jpki card unblock auth"):
+        session.verify_pin(Pin.AUTH, "1234")
+    status = session.pin_status(Pin.AUTH)
+    assert status.blocked and status.tries_left == 0
+    assert session.pin_status(Pin.SIGN).tries_left == 5  # the other PIN is untouched
+
+
+def test_change_pin_then_the_old_one_fails(session: JpkiSession) -> None:
+    session.change_pin(Pin.AUTH, "1234", "9876")
+    with pytest.raises(WrongPinError):
+        session.verify_pin(Pin.AUTH, "1234")
+    session.verify_pin(Pin.AUTH, "9876")
+    with pytest.raises(ApduError, match="wrong format"):
+        session.change_pin(Pin.SIGN, "ABC123", "short")
+
+
+def test_sign_with_each_key_verifies_against_its_certificate(session: JpkiSession) -> None:
+    session.verify_pin(Pin.AUTH, "1234")
+    session.verify_pin(Pin.SIGN, "ABC123")
+    for key in Key:
+        public_key = session.read_certificate(key.certificate).public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey)
+        signature = session.sign(key, b"document")
+        public_key.verify(signature, b"document", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_signing_without_the_pin_says_which_pin(session: JpkiSession) -> None:
+    with pytest.raises(PinRequiredError, match="authentication PIN"):
+        session.sign(Key.AUTH, b"x")
+
+
+def test_a_child_card_has_no_signature_password(make_card: CardFactory) -> None:
+    session = session_for(make_card("child"))
+    with pytest.raises(ApduError):
+        session.pin_status(Pin.SIGN)
+    with pytest.raises(ApduError, match="no sign certificate"):
+        session.read_certificate(Certificate.SIGN)
+
+
+def test_a_card_pulled_out_mid_session_is_reported(card: VirtualCard, session: JpkiSession) -> None:
+    session.verify_pin(Pin.AUTH, "1234")
+    card.power_off()
+    with pytest.raises(CardRemovedError):
+        session.sign(Key.AUTH, b"x")
