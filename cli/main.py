@@ -19,6 +19,7 @@ from cli.cert import cert
 from cli.context import CliState
 from cli.documents import login, sign, verify
 from cli.pin import pin
+from cli.serve import serve
 from jpki.ca import CAError
 from jpki.errors import ApduError, CardConnectionError, JpkiError, PinError
 from jpki.provision import ProvisioningError
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login):
+for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login, serve):
     cli.add_command(command)
 
 

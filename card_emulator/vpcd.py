@@ -1,0 +1,189 @@
+"""The vpcd transport: the card as a client of pcscd's virtual reader driver (vsmartcard's vpcd).
+
+Wire format, both ways: a 2-byte big-endian length, then the payload. From vpcd: `00` power
+off, `01` power on, `02` reset, `04` get ATR (also a 400 ms presence poll), or a command APDU.
+The card answers the ATR request and APDUs; power and reset get no answer. No card logic here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from card_emulator.apdu import redacted_hex
+from card_emulator.sw import SW
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 35963  # slot 0 of Debian's vpcd reader; slot N listens on 35963 + N
+READER_NAME = "Virtual PCD 00 {slot:02d}"  # how Debian's /etc/reader.conf.d/vpcd names slots
+POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
+MAX_FRAME = 0xFFFF
+LENGTH_BYTES = 2
+RECONNECT_DELAY = 0.2  # seconds between attempts while vpcd is not listening
+
+
+class ServedCard(Protocol):
+    """What the transport needs from a card."""
+
+    @property
+    def atr(self) -> bytes: ...
+
+    def power_on(self) -> bytes: ...
+
+    def power_off(self) -> None: ...
+
+    def reset(self) -> bytes: ...
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+
+def reader_name(port: int) -> str:
+    return READER_NAME.format(slot=port - DEFAULT_PORT)
+
+
+@dataclass
+class SocketTuning:
+    """Latency settings: on by default; off only to measure what they buy."""
+
+    nodelay: bool = True
+    quickack: bool = True
+
+
+class VpcdLink:
+    """One card in one vpcd slot: connects, serves, reconnects when pcscd restarts."""
+
+    def __init__(
+        self,
+        card: ServedCard,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        tuning: SocketTuning | None = None,
+    ) -> None:
+        self.card = card
+        self.host = host
+        self.port = port
+        self.tuning = tuning or SocketTuning()
+        self._inserted = threading.Event()
+        self._inserted.set()
+        self._stopping = threading.Event()
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    # Control: removal and insertion on demand, stop ---------------------------------------
+
+    @property
+    def inserted(self) -> bool:
+        return self._inserted.is_set()
+
+    def remove(self) -> None:
+        """Pull the card out: vpcd sees the socket close, pcscd reports the card removed."""
+        self._inserted.clear()
+        self._drop_connection()
+
+    def insert(self) -> None:
+        self._inserted.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._inserted.set()  # wakes a removed link so it can exit
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        with self._lock:
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_RDWR)
+
+    # Serving ---------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Serve until `stop()`: connect, answer, and connect again whenever the link drops."""
+        reader = reader_name(self.port)
+        while not self._stopping.is_set():
+            self._inserted.wait()
+            if self._stopping.is_set():
+                break
+            connection = self._connect()
+            if connection is None:
+                time.sleep(RECONNECT_DELAY)  # vpcd not listening (yet, or pcscd restarting)
+                continue
+            log.info("card inserted in reader '%s' (vpcd at %s:%d)", reader, self.host, self.port)
+            try:
+                self._serve_connection(connection)
+            except OSError as error:
+                log.debug("vpcd link dropped: %s", error)
+            finally:
+                with self._lock:
+                    self._socket = None
+                connection.close()
+                self.card.power_off()  # out of the reader, the card has no power
+            if self._stopping.is_set():
+                break
+            if self.inserted:
+                log.info("lost reader '%s'; reconnecting", reader)
+                time.sleep(RECONNECT_DELAY)
+            else:
+                log.info("card removed from reader '%s'", reader)
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            connection = socket.create_connection((self.host, self.port), timeout=5)
+        except OSError:
+            return None
+        connection.settimeout(None)
+        if self.tuning.nodelay:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._socket = connection
+        return connection
+
+    def _receive_exactly(self, connection: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = connection.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("vpcd closed the connection")
+            data += chunk
+            if self.tuning.quickack:
+                # Linux clears TCP_QUICKACK after a while; re-arm it so ACKs are never delayed.
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+    def _serve_connection(self, connection: socket.socket) -> None:
+        while True:
+            length = int.from_bytes(self._receive_exactly(connection, LENGTH_BYTES), "big")
+            if length == 0:
+                continue  # nothing to answer; never answer with an empty frame
+            message = self._receive_exactly(connection, length)
+            reply = self._handle(message)
+            if reply is not None:
+                # One write for length and payload: a split write meets delayed ACKs.
+                connection.sendall(len(reply).to_bytes(LENGTH_BYTES, "big") + reply)
+
+    def _handle(self, message: bytes) -> bytes | None:
+        if len(message) == 1:
+            control = message[0]
+            if control == POWER_OFF:
+                self.card.power_off()
+            elif control == POWER_ON:
+                self.card.power_on()
+            elif control == RESET:
+                self.card.reset()
+            elif control == GET_ATR:
+                return self.card.atr
+            return None
+        try:
+            response = self.card.transmit(message)
+        except Exception:  # noqa: BLE001 - a transport must never die on one APDU
+            log.exception("card failed on %s", redacted_hex(message))
+            response = SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")
+        if len(response) > MAX_FRAME:
+            response = SW.WRONG_LENGTH.to_bytes(2, "big")
+        return response
