@@ -16,10 +16,10 @@ from cli import card as card_commands
 from cli.apdu import apdu, demo
 from cli.ca import ca
 from cli.cert import cert
-from cli.context import CliState
+from cli.context import CliState, reader_option
 from cli.documents import login, sign, verify
+from cli.pcsc import readers, serve
 from cli.pin import pin
-from cli.serve import serve
 from jpki.ca import CAError
 from jpki.errors import ApduError, CardConnectionError, JpkiError, PinError
 from jpki.provision import ProvisioningError
@@ -41,6 +41,7 @@ EXIT_CARD = 7
     type=click.Path(dir_okay=False, path_type=Path),
     help="Card file (default: $JPKI_HOME/card.json).",
 )
+@reader_option
 @click.option(
     "-v",
     "--verbose",
@@ -50,14 +51,14 @@ EXIT_CARD = 7
 @click.pass_context
 def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
     """Work with a My Number card (virtual, or real in a reader) and the JPKI test CA."""
-    ctx.obj = CliState(card_path=card_path)
+    ctx.ensure_object(CliState).card_path = card_path
     if verbose:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
         for name in ("jpki", "cli") + (("card_emulator",) if verbose > 1 else ()):
             logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login, serve):
+for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login, serve, readers):
     cli.add_command(command)
 
 

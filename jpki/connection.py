@@ -6,13 +6,15 @@ so every layer above works the same against either.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 from card_emulator.card import VirtualCard
 from card_emulator.engine import CardPoweredOff
-from jpki.errors import CardRemovedError
+from jpki.errors import CardConnectionError, CardRemovedError
 
 
 class Connection(Protocol):
@@ -53,3 +55,106 @@ class VirtualCardConnection:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PcscConnection:
+    """A card in a PC/SC reader, through pyscard (a real card or one served with `jpki serve`)."""
+
+    def __init__(self, reader: str | None = None) -> None:
+        try:
+            from smartcard.Exceptions import CardConnectionException, NoCardException
+            from smartcard.System import readers
+        except ImportError:
+            raise CardConnectionError(
+                "PC/SC needs pyscard: pip install 'jpki-emulator[pcsc]'"
+            ) from None
+        self._errors: tuple[type[Exception], ...] = (CardConnectionException, NoCardException)
+        try:
+            available = readers()
+        except Exception as error:  # noqa: BLE001 - pyscard raises several kinds when pcscd is down
+            raise CardConnectionError(
+                f"PC/SC is not available ({error}); is pcscd running?"
+            ) from None
+        self.reader_name = choose_reader([str(r) for r in available], reader, reader_status)
+        chosen = next(r for r in available if str(r) == self.reader_name)
+        self._connection = chosen.createConnection()
+        try:
+            self._connection.connect()
+        except self._errors as error:
+            raise CardConnectionError(f"no card in reader '{self.reader_name}' ({error})") from None
+
+    def transmit(self, apdu: bytes) -> bytes:
+        try:
+            data, sw1, sw2 = self._connection.transmit(list(apdu))
+        except self._errors as error:
+            raise CardRemovedError(
+                f"the card was removed from '{self.reader_name}' ({error})"
+            ) from None
+        return bytes(data) + bytes([sw1, sw2])
+
+    def close(self) -> None:
+        with contextlib.suppress(*self._errors):  # the card may be gone already
+            self._connection.disconnect()
+
+    def __enter__(self) -> PcscConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def reader_status(name: str) -> bool:
+    """Whether pcscd sees a card in the reader `name`."""
+    from smartcard import scard
+
+    result, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if result != scard.SCARD_S_SUCCESS:
+        return False
+    try:
+        result, states = scard.SCardGetStatusChange(context, 0, [(name, scard.SCARD_STATE_UNAWARE)])
+        return result == scard.SCARD_S_SUCCESS and bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+    finally:
+        scard.SCardReleaseContext(context)
+
+
+def list_readers() -> list[tuple[str, bool]]:
+    """Every PC/SC reader and whether it holds a card."""
+    try:
+        from smartcard.System import readers
+    except ImportError:
+        raise CardConnectionError(
+            "PC/SC needs pyscard: pip install 'jpki-emulator[pcsc]'"
+        ) from None
+    try:
+        names = [str(r) for r in readers()]
+    except Exception as error:  # noqa: BLE001 - pyscard raises several kinds when pcscd is down
+        raise CardConnectionError(f"PC/SC is not available ({error}); is pcscd running?") from None
+    return [(name, reader_status(name)) for name in names]
+
+
+def choose_reader(names: list[str], wanted: str | None, has_card: Callable[[str], bool]) -> str:
+    """The reader named exactly or by a unique substring; by default the only one with a card."""
+    if not names:
+        raise CardConnectionError("no PC/SC reader found")
+    if wanted:
+        if wanted in names:
+            return wanted
+        matches = [name for name in names if wanted.lower() in name.lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise CardConnectionError(f"no reader matches '{wanted}' (readers: {', '.join(names)})")
+        raise CardConnectionError(f"'{wanted}' matches several readers: {', '.join(matches)}")
+    with_card = [name for name in names if has_card(name)]
+    if len(with_card) == 1:
+        return with_card[0]
+    if not with_card:
+        raise CardConnectionError(f"no card in any reader ({', '.join(names)})")
+    raise CardConnectionError(
+        f"cards in several readers, choose one with --reader: {', '.join(with_card)}"
+    )

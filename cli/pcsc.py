@@ -1,7 +1,8 @@
-"""`jpki serve`: put virtual cards into pcscd's vpcd reader slots until interrupted."""
+"""PC/SC: `jpki serve` puts virtual cards into vpcd reader slots; `jpki readers` lists readers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -14,6 +15,7 @@ import click
 from card_emulator.card import VirtualCard
 from card_emulator.vpcd import DEFAULT_HOST, DEFAULT_PORT, SocketTuning, VpcdLink, reader_name
 from cli.context import card_path
+from jpki.connection import list_readers
 
 
 @click.command()
@@ -76,3 +78,17 @@ def serve(
     finally:
         for card in cards:
             card.close()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def readers(as_json: bool) -> None:
+    """List PC/SC readers and whether each holds a card."""
+    found = list_readers()
+    if as_json:
+        click.echo(json.dumps([{"reader": name, "card": card} for name, card in found]))
+        return
+    if not found:
+        click.echo("no readers")
+    for name, card in found:
+        click.echo(f"{name}\t{'card present' if card else 'empty'}")
