@@ -20,9 +20,8 @@ from asn1crypto import keys
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
 )
 from cryptography.x509 import ocsp
@@ -253,10 +252,13 @@ def _check_issued_by(certificate: x509.Certificate, issuer_certificate: x509.Cer
         ) from error
 
 
-def _signing_key(certificate: x509.Certificate, role: str) -> CertificateIssuerPublicKeyTypes:
+SigningKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+def _signing_key(certificate: x509.Certificate, role: str) -> SigningKey:
     public_key = certificate.public_key()
-    if isinstance(public_key, x25519.X25519PublicKey | x448.X448PublicKey):
-        raise RevocationCheckError(f"the {role} certificate holds a key that cannot sign")
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise RevocationCheckError(f"the {role} certificate holds neither an RSA nor an EC key")
     return public_key
 
 
@@ -412,7 +414,7 @@ def _check_delegated_responder(
 
 def _responder_key(
     response: ocsp.OCSPResponse, issuer_certificate: x509.Certificate, at: datetime.datetime
-) -> CertificateIssuerPublicKeyTypes:
+) -> SigningKey:
     if _responder_is(response, issuer_certificate):
         return _signing_key(issuer_certificate, "issuer")
     for candidate in response.certificates:
@@ -425,7 +427,7 @@ def _responder_key(
 
 
 def _verify_ocsp_signature(
-    response: ocsp.OCSPResponse, public_key: CertificateIssuerPublicKeyTypes
+    response: ocsp.OCSPResponse, public_key: SigningKey
 ) -> None:
     algorithm = response.signature_hash_algorithm
     try:
