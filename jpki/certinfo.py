@@ -6,6 +6,7 @@ from typing import Any
 
 from asn1crypto import core
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from jpki import certprofile
 
@@ -25,6 +26,32 @@ SEX_NAMES = {"1": "male", "2": "female", "3": "unknown"}
 def readable_name(name: x509.Name) -> str:
     """A DN in certificate order (`C=JP, O=…`), as openssl prints it."""
     return ", ".join(rdn.rfc4514_string() for rdn in name.rdns)
+
+
+def subject_key_id(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def authority_key_id(certificate: x509.Certificate) -> bytes | None:
+    try:
+        value = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    return value.key_identifier
+
+
+def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` names and signed `certificate`."""
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def basic_attributes(certificate: x509.Certificate) -> dict[str, str]:

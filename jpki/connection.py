@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 from card_emulator.card import VirtualCard
 from card_emulator.engine import CardPoweredOff
@@ -25,7 +25,25 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class VirtualCardConnection:
+class ClosesOnExit:
+    """`with connection:` closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class VirtualCardConnection(ClosesOnExit):
     """A connection to a virtual card in this process."""
 
     def __init__(self, card: VirtualCard) -> None:
@@ -45,19 +63,8 @@ class VirtualCardConnection:
     def close(self) -> None:
         self.card.close()
 
-    def __enter__(self) -> VirtualCardConnection:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class PcscConnection:
+class PcscConnection(ClosesOnExit):
     """A card in a PC/SC reader, through pyscard (a real card or one served with `jpki serve`)."""
 
     def __init__(self, reader: str | None = None) -> None:
@@ -95,17 +102,6 @@ class PcscConnection:
     def close(self) -> None:
         with contextlib.suppress(*self._errors):  # the card may be gone already
             self._connection.disconnect()
-
-    def __enter__(self) -> PcscConnection:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def reader_status(name: str) -> bool:

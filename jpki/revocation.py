@@ -28,6 +28,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from jpki.ca import CertificateAuthority, IssuedCertificate, RevocationReason, TestCA
+from jpki.certinfo import issued_by, subject_key_id
 from jpki.certprofile import CertificateKind
 
 UTC = datetime.UTC
@@ -93,10 +94,10 @@ def _revocation_of(entry: IssuedCertificate) -> tuple[datetime.datetime, x509.Re
 
 
 def _authority_key_identifier(authority: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
-    subject_key_id = authority.certificate.extensions.get_extension_for_class(
+    key_id = authority.certificate.extensions.get_extension_for_class(
         x509.SubjectKeyIdentifier
     ).value
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(subject_key_id)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(key_id)
 
 
 # --- CA side -------------------------------------------------------------------------------------
@@ -244,12 +245,8 @@ def build_ocsp_response(
 
 def _check_issued_by(certificate: x509.Certificate, issuer_certificate: x509.Certificate) -> None:
     # A status is only meaningful for the issuer the CRL or OCSP answer speaks for.
-    try:
-        certificate.verify_directly_issued_by(issuer_certificate)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        raise RevocationCheckError(
-            "the certificate was not issued by the given issuer certificate"
-        ) from error
+    if not issued_by(certificate, issuer_certificate):
+        raise RevocationCheckError("the certificate was not issued by the given issuer certificate")
 
 
 SigningKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -271,15 +268,6 @@ def _load_crl(crl_bytes: bytes) -> x509.CertificateRevocationList:
         raise RevocationCheckError("the CRL is neither a DER nor a PEM CRL") from error
 
 
-def _key_identifier(certificate: x509.Certificate) -> bytes | None:
-    try:
-        return certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value.digest
-    except x509.ExtensionNotFound:
-        return None
-
-
 def _reason_name(reason: x509.ReasonFlags | None) -> str:
     # A revoked entry without a reason code means unspecified (RFC 5280 5.3.1).
     return UNSPECIFIED_REASON if reason is None else reason.value
@@ -298,7 +286,7 @@ def _verify_crl(
             raise RevocationCheckError(
                 f"the CRL has an unknown critical extension {extension.oid.dotted_string}"
             )
-    issuer_key_id = _key_identifier(issuer_certificate)
+    issuer_key_id = subject_key_id(issuer_certificate)
     try:
         crl_key_id = crl.extensions.get_extension_for_class(
             x509.AuthorityKeyIdentifier
@@ -426,9 +414,7 @@ def _responder_key(
     )
 
 
-def _verify_ocsp_signature(
-    response: ocsp.OCSPResponse, public_key: SigningKey
-) -> None:
+def _verify_ocsp_signature(response: ocsp.OCSPResponse, public_key: SigningKey) -> None:
     algorithm = response.signature_hash_algorithm
     try:
         if isinstance(public_key, rsa.RSAPublicKey) and algorithm is not None:

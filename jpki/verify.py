@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from jpki import certprofile
-from jpki.certinfo import readable_name
+from jpki.certinfo import authority_key_id, issued_by, readable_name, subject_key_id
 from jpki.errors import JpkiError
 from jpki.revocation import RevocationCheckError, check_crl, check_ocsp
 
@@ -92,42 +90,13 @@ class TrustStore:
 
     def issuer_of(self, certificate: x509.Certificate) -> x509.Certificate | None:
         """The pinned CA whose key signed `certificate` (by key identifier, then by signature)."""
-        key_id = _authority_key_id(certificate)
+        key_id = authority_key_id(certificate)
         for candidate in self.certificates:
-            if key_id is not None and _subject_key_id(candidate) not in (None, key_id):
+            if key_id is not None and subject_key_id(candidate) not in (None, key_id):
                 continue
-            if candidate.subject == certificate.issuer and _signed_by(certificate, candidate):
+            if issued_by(certificate, candidate):
                 return candidate
         return None
-
-
-def _authority_key_id(certificate: x509.Certificate) -> bytes | None:
-    try:
-        value = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return None
-    return value.key_identifier
-
-
-def _subject_key_id(certificate: x509.Certificate) -> bytes | None:
-    try:
-        return certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value.digest
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    public_key = issuer.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey) or certificate.signature_hash_algorithm is None:
-        return False
-    try:
-        public_key.verify(certificate.signature, certificate.tbs_certificate_bytes,
-                          padding.PKCS1v15(), certificate.signature_hash_algorithm)  # fmt: skip
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _check_validity(certificate: x509.Certificate, at: datetime.datetime, what: str) -> None:
