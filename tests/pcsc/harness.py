@@ -66,15 +66,15 @@ def enter_private_namespaces() -> None:
 class Pcscd:
     """pcscd in the foreground (never --auto-exit), stopped with SIGINT."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, debug: bool = True) -> None:
         self.log_path = log_path
+        self.debug = debug  # --debug --apdu: every APDU in the log (slower; benchmarks turn it off)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the daemon for its lifetime
-        self.process = subprocess.Popen(
-            ["pcscd", "--foreground", "--debug", "--apdu"], stdout=log, stderr=log
-        )
+        options = ["--debug", "--apdu"] if self.debug else []
+        self.process = subprocess.Popen(["pcscd", "--foreground", *options], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while not PCSCD_SOCKET.exists():  # created once the vpcd listeners are open
             if self.process.poll() is not None or time.monotonic() > deadline:
