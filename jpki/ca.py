@@ -13,12 +13,16 @@ one, as in files written before revocation existed, are not revoked.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import enum
+import fcntl
 import json
+import os
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +37,7 @@ from jpki.certprofile import CertificateKind
 from jpki.holder import Holder
 
 STATE_FILE = "ca.json"
+LOCK_FILE = "ca.json.lock"
 STATE_FORMAT = "jpki-emulator-ca"
 STATE_VERSION = 1
 # Signs the integrity record (EF 0003) of the card-info AP, as J-LIS does on real cards.
@@ -244,7 +249,7 @@ class TestCA:
         revocation = Revocation(
             when.astimezone(datetime.UTC).replace(microsecond=0), RevocationReason(reason)
         )
-        with self._lock:
+        with self._updating():
             entry = self.find_issued(serial)
             if entry is None:
                 raise CAError(f"this test CA issued no certificate with serial {serial:#x}")
@@ -382,7 +387,7 @@ class TestCA:
         """Issue, record and return a signature certificate for the card key `public_key`."""
         authority = self.signature
         ocsp_url = self.ocsp_url if with_ocsp else None
-        with self._lock:
+        with self._updating():
             serial = self._allocate_serial()
             certificate = certprofile.build_signature_certificate(
                 authority.certificate,
@@ -408,7 +413,7 @@ class TestCA:
     ) -> x509.Certificate:
         """Issue, record and return an authentication certificate for the card key."""
         authority = self.authentication
-        with self._lock:
+        with self._updating():
             serial = self._allocate_serial()
             certificate = certprofile.build_authentication_certificate(
                 authority.certificate,
@@ -422,6 +427,20 @@ class TestCA:
             )
             self._record(authority.kind, certificate, holder, label)
         return certificate
+
+    @contextlib.contextmanager
+    def _updating(self) -> Iterator[None]:
+        """Exclusive across threads and processes, starting from the newest ca.json on disk, so
+        two processes issuing or revoking at once never lose each other's changes."""
+        lock_path = self.directory / LOCK_FILE
+        with (
+            self._lock,
+            open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "rb") as lock,
+        ):
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            latest = TestCA.load(self.directory)
+            self._next_serial, self._issued = latest._next_serial, latest._issued
+            yield
 
     def _allocate_serial(self) -> int:
         if self._next_serial > certprofile.SERIAL_MAX:

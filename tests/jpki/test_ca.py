@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki import certprofile
-from jpki.ca import CAError, TestCA
+from jpki.ca import CAError, RevocationReason, TestCA
 from jpki.certprofile import CertificateKind
 from jpki.holder import Holder, Sex, with_check_digit
+from tests.conftest import CA_DIR
 
 UTC = datetime.UTC
 CA_CREATED = datetime.datetime(2024, 1, 10, 1, 0, tzinfo=UTC)
@@ -712,3 +713,24 @@ def test_load_reports_damage_in_one_line(
     with pytest.raises(CAError, match=message) as caught:
         TestCA.load(directory)
     assert "\n" not in str(caught.value)
+
+
+def test_two_processes_issuing_and_revoking_never_lose_each_others_changes(
+    tmp_path: Path,
+) -> None:
+    """Two TestCA objects on one directory stand for two `jpki` processes."""
+    directory = tmp_path / "ca"
+    shutil.copytree(CA_DIR, directory)
+    first, second = TestCA.load(directory), TestCA.load(directory)
+    key = rsa.generate_private_key(65537, 2048).public_key()
+    holder = Holder(
+        "並行　処理", datetime.date(1990, 1, 1), Sex.MALE, "東京都渋谷区１番", "123456789018"
+    )
+    one = first.issue_authentication_certificate(holder, key)
+    two = second.issue_authentication_certificate(holder, key)  # second never saw `one`
+    assert one.serial_number != two.serial_number
+    second.revoke(one.serial_number, RevocationReason.KEY_COMPROMISE)
+    final = TestCA.load(directory)
+    assert {one.serial_number, two.serial_number} <= {entry.serial for entry in final.issued}
+    revoked = final.find_issued(one.serial_number)
+    assert revoked is not None and revoked.revoked
