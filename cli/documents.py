@@ -39,9 +39,10 @@ def _revocation(crl: Path | None, ocsp_url: str | None) -> Revocation:
     return Revocation(crl.read_bytes() if crl else None, ocsp_url)
 
 
-def _invalid(error: VerificationError, as_json: bool) -> None:
+def _invalid(error: VerificationError, as_json: bool, **extra: str) -> None:
     if as_json:
-        click.echo(json.dumps({"valid": False, "reason": error.reason, "message": str(error)}))
+        report = {**extra, "valid": False, "reason": error.reason, "message": str(error)}
+        click.echo(json.dumps(report))
     else:
         click.echo(f"INVALID: {error}")
     sys.exit(EXIT_INVALID)
@@ -139,7 +140,10 @@ def login(
     as_json: bool,
 ) -> None:
     """Log in as a relying party sees it: nonce, card signature, verification, identity."""
-    challenge = bytes.fromhex(nonce) if nonce else new_challenge()
+    try:
+        challenge = bytes.fromhex(nonce) if nonce else new_challenge()
+    except ValueError:
+        raise click.BadParameter("the nonce must be hex", param_hint="--nonce") from None
     with card_session(card_file) as session:
         response = respond(session, challenge, pin_value(pin, Pin.AUTH.label.capitalize()))
     summary = {
@@ -151,11 +155,7 @@ def login(
         verified = verify_login(challenge, response, trust_store(ca_certificates),
                                 revocation=_revocation(crl, ocsp_url))  # fmt: skip
     except VerificationError as error:
-        if as_json:
-            click.echo(json.dumps({**summary, "valid": False, "reason": error.reason,
-                                   "message": str(error)}))  # fmt: skip
-            sys.exit(EXIT_INVALID)
-        _invalid(error, as_json)
+        _invalid(error, as_json, **summary)
         return
     identity = {
         "issuer": verified.issuer.subject.rfc4514_string(),
