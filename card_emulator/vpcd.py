@@ -106,14 +106,20 @@ class VpcdLink:
     def serve_forever(self) -> None:
         """Serve until `stop()`: connect, answer, and connect again whenever the link drops."""
         reader = reader_name(self.port)
+        waiting = False
         while not self._stopping.is_set():
             self._inserted.wait()
             if self._stopping.is_set():
                 break
             connection = self._connect()
             if connection is None:
+                if not waiting:
+                    log.info("waiting for vpcd at %s:%d (is pcscd running with vsmartcard-vpcd?)",
+                             self.host, self.port)  # fmt: skip
+                    waiting = True
                 time.sleep(RECONNECT_DELAY)  # vpcd not listening (yet, or pcscd restarting)
                 continue
+            waiting = False
             log.info("card inserted in reader '%s' (vpcd at %s:%d)", reader, self.host, self.port)
             try:
                 self._serve_connection(connection)

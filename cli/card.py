@@ -117,6 +117,8 @@ def create(
     )
     FileStore.create(path, image)
     click.echo(f"Created card {path} for {holder.name}")
+    if not needs_signature:
+        click.echo("Under 15: no signature key, certificate or password, as on a real card.")
 
 
 @card.command()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from jpki.connection import Connection, PcscConnection, VirtualCardConnection
+from jpki.errors import CardConnectionError
 from jpki.paths import ca_directory, default_card_path
 from jpki.protocol import ApduProtocol
 from jpki.session import JpkiSession
@@ -80,7 +81,13 @@ def open_connection(own: Path | None = None) -> Connection:
         return PcscConnection(reader)
     if named_file is not None or default_card_path().exists():
         return VirtualCardConnection.open(card_path(own))
-    return PcscConnection(None)
+    try:
+        return PcscConnection(None)
+    except CardConnectionError as error:
+        raise CardConnectionError(
+            f"no card file at {default_card_path()} (jpki card create makes one), "
+            f"and no card in a reader: {error}"
+        ) from None
 
 
 @contextmanager
