@@ -212,7 +212,7 @@ class CardEngine:
             raise StatusError(SW.INCORRECT_P1_P2)
         if command.p1 == SELECT_BY_DF_NAME:
             application = next(
-                (a for a in self.applications.values() if a.aid == command.data), None
+                (app for app in self.applications.values() if app.aid == command.data), None
             )
             if application is None or not command.data:
                 raise StatusError(SW.FILE_NOT_FOUND)

@@ -53,6 +53,12 @@ class PinPolicy:
         pattern = f"[{self.alphabet}]{{{self.min_length},{self.max_length}}}"
         return re.fullmatch(pattern.encode(), value) is not None
 
+    def describe(self) -> str:
+        """What a valid value looks like, e.g. `exactly 4 digits`."""
+        if self.alphabet == "0-9" and self.min_length == self.max_length:
+            return f"exactly {self.min_length} digits"
+        return f"{self.min_length} to {self.max_length} characters of {self.alphabet} (upper case)"
+
 
 @dataclass(frozen=True)
 class PinFile:

@@ -126,6 +126,11 @@ CARD_INFO = Application(
 # Every application the emulator knows; an AID not listed here answers 6A82.
 APPLICATIONS: dict[str, Application] = {app.name: app for app in (JPKI, CARD_INFO)}
 
+
+def application_by_aid(aid: bytes) -> Application | None:
+    return next((app for app in APPLICATIONS.values() if app.aid == aid), None)
+
+
 CERTIFICATE_PRESENT = 0x8F
 TOKEN_INFO_LENGTH = 160
 DEFAULT_TOKEN_LABEL = "JPKIAPICCTOKEN2"

@@ -16,7 +16,8 @@ from cli.context import card_option, card_path
 from jpki.ca import CAError, TestCA
 from jpki.holder import Holder, Sex, with_check_digit
 from jpki.paths import ca_directory
-from jpki.provision import PINS, card_summary, check_pin, provision_card, unblock_pin
+from jpki.provision import card_summary, check_pin, provision_card, unblock_pin
+from jpki.session import Pin
 
 
 def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
@@ -30,9 +31,9 @@ def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
     return TestCA.create(directory, production_dn=production_dn)
 
 
-def _prompt_pin(label: str, which: str) -> str:
+def _prompt_pin(label: str, pin: Pin) -> str:
     value: str = click.prompt(label, hide_input=True, confirmation_prompt=True)
-    check_pin(which, value)
+    check_pin(pin, value)
     return value
 
 
@@ -107,9 +108,9 @@ def create(
         birth_era=birth_era,
     )
     needs_signature = holder.age_on(datetime.date.today()) >= 15
-    auth_pin = auth_pin or _prompt_pin("Authentication PIN (4 digits)", "auth")
+    auth_pin = auth_pin or _prompt_pin("Authentication PIN (4 digits)", Pin.AUTH)
     if needs_signature and sign_pin is None:
-        sign_pin = _prompt_pin("Signature password (6-16 of A-Z 0-9)", "sign")
+        sign_pin = _prompt_pin("Signature password (6-16 of A-Z 0-9)", Pin.SIGN)
     settings = CardSettings(atr=bytes.fromhex(atr)) if atr else CardSettings()
     ca = load_or_create_ca(ca_directory(), production_dn)
     image = provision_card(
@@ -161,13 +162,13 @@ def _format_summary(summary: dict[str, Any]) -> str:
 
 @card.command()
 @card_option
-@click.argument("which", type=click.Choice(list(PINS)))
+@click.argument("which", type=click.Choice([pin.key for pin in Pin]))
 @click.option("--new-pin", help="Also set a new PIN value (as the office does after a lockout).")
 def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
     """Restore a PIN's tries, as a municipal office does for a locked card."""
     store = FileStore.open(card_path(card_file))
     try:
-        unblock_pin(store.image, which, new_pin)
+        unblock_pin(store.image, Pin.named(which), new_pin)
         store.commit()
     finally:
         store.close()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.files import Application, PinFile, PinPolicy
 from card_emulator.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
 from card_emulator.pin import DEFAULT_ITERATIONS, PinReference
 from card_emulator.profiles import (
@@ -24,12 +22,14 @@ from card_emulator.profiles import (
     SIGNATURE_PIN_POLICY,
     CardInfoFile,
     JpkiFile,
+    application_by_aid,
     certificate_availability,
     token_info,
 )
 from jpki import card_info, certinfo
 from jpki.ca import TestCA
 from jpki.holder import Holder
+from jpki.session import Pin
 
 SIGNATURE_CERTIFICATE_MIN_AGE = 15  # younger holders get no signature certificate
 RSA_PUBLIC_EXPONENT = 65537
@@ -39,41 +39,10 @@ class ProvisioningError(ValueError):
     """The card cannot be issued as asked; the message is one readable line."""
 
 
-@dataclass(frozen=True)
-class PinName:
-    """A PIN as users name it, and where it lives on the card."""
-
-    application: Application
-    fid: int
-    rule: str  # what a valid value looks like, for error messages
-
-    @property
-    def policy(self) -> PinPolicy:
-        pin_file = self.application.file(self.fid)
-        assert isinstance(pin_file, PinFile)
-        return pin_file.policy
-
-
-PINS = {
-    "auth": PinName(JPKI, JpkiFile.AUTHENTICATION_PIN, "exactly 4 digits"),
-    "sign": PinName(JPKI, JpkiFile.SIGNATURE_PIN, "6 to 16 characters of A-Z and 0-9 (upper case)"),
-    "card-info": PinName(CARD_INFO, CardInfoFile.PIN, "exactly 4 digits"),
-    "card-info-a": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_A, "the 12-digit my number"),
-    "card-info-b": PinName(CARD_INFO, CardInfoFile.COLLATION_NUMBER_B, "exactly 14 digits"),
-}
-PIN_LABELS = {
-    "auth": "the authentication PIN",
-    "sign": "the signature password",
-    "card-info": "the card-info PIN",
-    "card-info-a": "collation number A",
-    "card-info-b": "collation number B",
-}
-
-
-def check_pin(which: str, value: str) -> None:
+def check_pin(pin: Pin, value: str) -> None:
     """Refuse a PIN value the card would not accept for this PIN."""
-    if not PINS[which].policy.accepts(value.encode()):
-        raise ProvisioningError(f"{PIN_LABELS[which]} must be {PINS[which].rule}")
+    if not pin.policy.accepts(value.encode()):
+        raise ProvisioningError(f"the {pin.label} must be {pin.policy.describe()}")
 
 
 def _der(certificate: x509.Certificate) -> bytes:
@@ -105,11 +74,11 @@ def provision_card(
     if with_signature and sign_pin is None:
         raise ProvisioningError("a holder aged 15 or more needs a signature password")
     sign_pin = sign_pin if with_signature else None
-    check_pin("auth", auth_pin)
+    check_pin(Pin.AUTH, auth_pin)
     card_info_pin = card_info_pin or auth_pin
-    check_pin("card-info", card_info_pin)
+    check_pin(Pin.CARD_INFO, card_info_pin)
     if sign_pin is not None:
-        check_pin("sign", sign_pin)
+        check_pin(Pin.SIGN, sign_pin)
 
     image = CardImage(settings=settings or CardSettings())
     contents = image.contents(JPKI.name)
@@ -190,16 +159,21 @@ def _provision_card_info(
         contents.pins[fid] = PinReference.create(value.encode(), tries, pin_iterations)
 
 
-def unblock_pin(image: CardImage, which: str, new_pin: str | None = None) -> None:
+def _application_name(pin: Pin) -> str:
+    application = application_by_aid(pin.application.value)
+    assert application is not None
+    return application.name
+
+
+def unblock_pin(image: CardImage, pin: Pin, new_pin: str | None = None) -> None:
     """What a municipal office does: restore a PIN's tries, optionally setting a new value."""
-    name = PINS[which]
-    reference = image.contents(name.application.name).pins.get(name.fid)
+    reference = image.contents(_application_name(pin)).pins.get(pin.fid)
     if reference is None:
-        raise ProvisioningError(f"this card has no {PIN_LABELS[which]}")
+        raise ProvisioningError(f"this card has no {pin.label}")
     if new_pin is not None:
-        check_pin(which, new_pin)
+        check_pin(pin, new_pin)
         reference.replace(new_pin.encode())
-    reference.tries_left = name.policy.max_tries
+    reference.tries_left = pin.max_tries
 
 
 def card_summary(image: CardImage) -> dict[str, object]:
@@ -217,12 +191,12 @@ def card_summary(image: CardImage) -> dict[str, object]:
             continue
         certificates[name] = certinfo.describe(x509.load_der_x509_certificate(der))
     pins = {}
-    for which, pin in PINS.items():
-        reference = image.contents(pin.application.name).pins.get(pin.fid)
+    for pin in Pin:
+        reference = image.contents(_application_name(pin)).pins.get(pin.fid)
         if reference is not None:
-            pins[which] = {
+            pins[pin.key] = {
                 "tries_left": reference.tries_left,
-                "max_tries": pin.policy.max_tries,
+                "max_tries": pin.max_tries,
                 "blocked": reference.blocked,
             }
     return {

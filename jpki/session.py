@@ -16,17 +16,8 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from card_emulator.apdu import INS, CommandApdu
-from card_emulator.files import SHORT_ID_FLAG, short_id
-from card_emulator.profiles import (
-    AID,
-    AUTHENTICATION_PIN_POLICY,
-    CARD_INFO_PIN_POLICY,
-    COLLATION_NUMBER_A_POLICY,
-    COLLATION_NUMBER_B_POLICY,
-    SIGNATURE_PIN_POLICY,
-    CardInfoFile,
-    JpkiFile,
-)
+from card_emulator.files import SHORT_ID_FLAG, PinFile, PinPolicy, short_id
+from card_emulator.profiles import AID, CardInfoFile, JpkiFile, application_by_aid
 from card_emulator.signing import SHA256_DIGEST_INFO_PREFIX
 from card_emulator.sw import SW
 from jpki.errors import ApduError, PinBlockedError, PinRequiredError, WrongPinError
@@ -37,25 +28,33 @@ UNBLOCK_HINT = "a municipal office can reset it (for a virtual card: jpki card u
 
 
 class Pin(enum.Enum):
-    """The PINs a holder uses: (name, application, EF, tries, label)."""
+    """The PINs a holder uses: (name, application, EF, label); rules come from the profile."""
 
-    AUTH = ("auth", AID.JPKI, JpkiFile.AUTHENTICATION_PIN, AUTHENTICATION_PIN_POLICY.max_tries,
-            "authentication PIN")  # fmt: skip
-    SIGN = ("sign", AID.JPKI, JpkiFile.SIGNATURE_PIN, SIGNATURE_PIN_POLICY.max_tries,
-            "signature password")  # fmt: skip
-    CARD_INFO = ("card-info", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.PIN,
-                 CARD_INFO_PIN_POLICY.max_tries, "card-info PIN")  # fmt: skip
+    AUTH = ("auth", AID.JPKI, JpkiFile.AUTHENTICATION_PIN, "authentication PIN")
+    SIGN = ("sign", AID.JPKI, JpkiFile.SIGNATURE_PIN, "signature password")
+    CARD_INFO = ("card-info", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.PIN, "card-info PIN")
     CARD_INFO_A = ("card-info-a", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.COLLATION_NUMBER_A,
-                   COLLATION_NUMBER_A_POLICY.max_tries, "collation number A")  # fmt: skip
+                   "collation number A")  # fmt: skip
     CARD_INFO_B = ("card-info-b", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.COLLATION_NUMBER_B,
-                   COLLATION_NUMBER_B_POLICY.max_tries, "collation number B")  # fmt: skip
+                   "collation number B")  # fmt: skip
 
-    def __init__(self, key: str, application: AID, fid: int, max_tries: int, label: str) -> None:
+    def __init__(self, key: str, application: AID, fid: int, label: str) -> None:
         self.key = key
         self.application = application
         self.fid = fid
-        self.max_tries = max_tries
         self.label = label
+
+    @property
+    def policy(self) -> PinPolicy:
+        """Length, alphabet and tries, as the card's profile defines them."""
+        profile = application_by_aid(self.application.value)
+        pin_file = profile.file(self.fid) if profile else None
+        assert isinstance(pin_file, PinFile), f"{self} is not in the card profile"
+        return pin_file.policy
+
+    @property
+    def max_tries(self) -> int:
+        return self.policy.max_tries
 
     @classmethod
     def named(cls, key: str) -> Pin:
