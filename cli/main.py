@@ -25,8 +25,7 @@ from jpki.errors import ApduError, CardConnectionError, JpkiError, PinError
 from jpki.provision import ProvisioningError
 
 # Exit codes, one per kind of failure, so scripts can tell them apart.
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+EXIT_FAILURE = 1  # 2, usage errors, is click's own
 EXIT_CARD_FILE = 3
 EXIT_CA = 4
 EXIT_BAD_VALUE = 5

@@ -8,7 +8,6 @@ and revocation by CRL or OCSP.
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,8 @@ from jpki.certinfo import authority_key_id, issued_by, readable_name, subject_ke
 from jpki.errors import JpkiError
 from jpki.revocation import RevocationCheckError, check_crl, check_ocsp
 
-
-class Purpose(enum.Enum):
-    """What a certificate is trusted for; each has its own policy OIDs and key usage."""
-
-    SIGNATURE = "signature"
-    AUTHENTICATION = "authentication"
+# What a certificate is trusted for: the two JPKI hierarchies, each with its policies and key usage.
+Purpose = certprofile.CertificateKind
 
 
 POLICIES = {
