@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from card_emulator.card import VirtualCard  # noqa: E402
+from card_emulator.transports.memory import VirtualCard  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "cards" / "taro.json"
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")

@@ -38,8 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from card_emulator.card import VirtualCard  # noqa: E402
-from card_emulator.vpcd import DEFAULT_PORT, ServedCard, SocketTuning, VpcdLink  # noqa: E402
+from card_emulator.transports.memory import VirtualCard  # noqa: E402
+from card_emulator.transports.vpcd import DEFAULT_PORT, ServedCard, SocketTuning, VpcdLink  # noqa: E402
 from tests.pcsc import harness  # noqa: E402
 from tests.pcsc.harness import READER, wait_for  # noqa: E402
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TypeVar
 
-from card_emulator.apdu import INS, CommandApdu, MalformedApdu, ResponseApdu, redacted_hex
-from card_emulator.files import (
-    SHORT_ID_FLAG,
+from card_emulator.applications.model import (
     AccessRule,
     Always,
     Application,
@@ -22,11 +20,20 @@ from card_emulator.files import (
     KeyFile,
     PinFile,
 )
-from card_emulator.image import ApplicationContents
-from card_emulator.profiles import APPLICATIONS
+from card_emulator.applications.registry import APPLICATIONS, ApplicationRegistry
+from card_emulator.errors import CardFileError, CardPoweredOff
 from card_emulator.signing import SignatureScheme, accepts_length, sign
-from card_emulator.store import CardStore
-from card_emulator.sw import SW, describe, retries_left_sw
+from card_emulator.state.image import ApplicationContents
+from card_emulator.state.store import CardStore
+from card_emulator.vocabulary.apdu import (
+    INS,
+    CommandApdu,
+    MalformedApdu,
+    ResponseApdu,
+    redacted_hex,
+)
+from card_emulator.vocabulary.identifiers import SHORT_ID_FLAG
+from card_emulator.vocabulary.sw import SW, describe, retries_left_sw
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +58,6 @@ CURRENT_EF = 0x80  # P2 of VERIFY/CHANGE/SIGN: the current EF, or 0x80|SFI
 FileT = TypeVar("FileT", BinaryFile, PinFile, KeyFile)
 
 
-class CardPoweredOff(RuntimeError):
-    """A command reached the card while it had no power."""
-
-
 class StatusError(Exception):
     """Ends a command with a status word."""
 
@@ -66,9 +69,7 @@ class StatusError(Exception):
 class CardEngine:
     """One card: power, the current DF and EF, the volatile security state, and the commands."""
 
-    def __init__(
-        self, store: CardStore, applications: Mapping[str, Application] = APPLICATIONS
-    ) -> None:
+    def __init__(self, store: CardStore, applications: ApplicationRegistry = APPLICATIONS) -> None:
         self.store = store
         self.applications = applications
         self.powered = False
@@ -130,6 +131,8 @@ class CardEngine:
                 response = ResponseApdu(self._dispatch(command), SW.SUCCESS)
             except StatusError as status:
                 response = ResponseApdu(b"", status.sw)
+            except CardFileError:
+                raise  # the card cannot keep a change: its user must hear it, not a status word
             except Exception:  # noqa: BLE001 - the card must answer, whatever went wrong inside
                 log.exception("internal error processing %s", redacted_hex(raw))
                 response = ResponseApdu(b"", SW.NO_PRECISE_DIAGNOSIS)
@@ -211,10 +214,8 @@ class CardEngine:
         if command.p2 not in (SELECT_NO_RESPONSE, SELECT_FCI):
             raise StatusError(SW.INCORRECT_P1_P2)
         if command.p1 == SELECT_BY_DF_NAME:
-            application = next(
-                (app for app in self.applications.values() if app.aid == command.data), None
-            )
-            if application is None or not command.data:
+            application = self.applications.by_aid(command.data)
+            if application is None:
                 raise StatusError(SW.FILE_NOT_FOUND)
             self._select_application(application)
             wants_fci = command.p2 == SELECT_FCI and command.le is not None
@@ -271,14 +272,14 @@ class CardEngine:
             raise StatusError(SW.AUTHENTICATION_METHOD_BLOCKED)
         settings = self.store.image.settings
         if not settings.wrong_length_pin_counts_as_attempt and not (
-            pin_file.policy.min_length <= len(command.data) <= pin_file.policy.max_length
+            pin_file.rule.min_length <= len(command.data) <= pin_file.rule.max_length
         ):
             raise StatusError(SW.WRONG_LENGTH)
         # The decrement is durable before the comparison, so cutting power never buys a free try.
         reference.tries_left -= 1
         self.store.commit()
         if reference.matches(command.data):
-            reference.tries_left = pin_file.policy.max_tries
+            reference.tries_left = pin_file.rule.max_tries
             self.store.commit()
             self._verified.add(pin_file.fid)
             return b""
@@ -294,9 +295,9 @@ class CardEngine:
         reference = self._contents().pins[pin_file.fid]
         if reference.blocked:
             raise StatusError(SW.AUTHENTICATION_METHOD_BLOCKED)
-        if pin_file.fid not in self._verified:
+        if not self._allowed(pin_file.change):
             raise StatusError(SW.SECURITY_STATUS_NOT_SATISFIED)
-        if not pin_file.policy.accepts(command.data):
+        if not pin_file.rule.accepts(command.data):
             raise StatusError(SW.INCORRECT_DATA)
         reference.replace(command.data)
         self.store.commit()

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from card_emulator.store import read_image
+from card_emulator.state.store import read_image
+from card_emulator.vocabulary.keys import Key
 from cli.context import card_option, card_path
-from jpki.ca import RevocationReason, TestCA
-from jpki.ca_server import make_server
-from jpki.certprofile import DEFAULT_OCSP_URL, CertificateKind
+from cli.output import STDOUT, check_output, force_option, output_help, write_output
+from jpki.certificates import CertificateKind
+from jpki.issuer.ca import RevocationReason, TestCA
+from jpki.issuer.profile import DEFAULT_OCSP_URL
+from jpki.issuer.revocation import build_crl
+from jpki.issuer.server import make_server
 from jpki.paths import ca_directory
-from jpki.revocation import build_crl
-from jpki.session import Certificate
 
-KINDS = {"sign": CertificateKind.SIGNATURE, "auth": CertificateKind.AUTHENTICATION}
+KINDS = [kind.key for kind in CertificateKind]
 
 
 @click.group()
@@ -40,16 +43,24 @@ def init(production_dn: bool, ocsp_url: str | None) -> None:
 @ca.command()
 @click.argument("serial", required=False)
 @card_option
-@click.option("--cert", "which", type=click.Choice(list(KINDS)),
+@click.option("--cert", "which", type=click.Choice(KINDS),
               help="With --card: which of the card's certificates.")  # fmt: skip
 @click.option("--reason", type=click.Choice([r.value for r in RevocationReason]),
               default=RevocationReason.UNSPECIFIED.value, show_default=True)  # fmt: skip
-def revoke(serial: str | None, card_file: Path | None, which: str | None, reason: str) -> None:
-    """Revoke a certificate by SERIAL (hex), or a card's --cert sign|auth."""
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (revoking cannot be undone)."
+)
+def revoke(
+    serial: str | None, card_file: Path | None, which: str | None, reason: str, yes: bool
+) -> None:
+    """Revoke a certificate by SERIAL (hex), or a card's --cert sign|auth.
+
+    Example: jpki ca revoke --cert sign --reason keyCompromise --yes
+    """
     if serial is None:
         if which is None:
             raise click.UsageError("give a SERIAL, or --cert sign|auth (with --card)")
-        fid = Certificate.named(which).fid
+        fid = Key.named(which).certificate.fid
         der = read_image(card_path(card_file)).contents("jpki").files.get(fid)
         if der is None:
             raise click.UsageError(f"the card has no {which} certificate")
@@ -59,20 +70,33 @@ def revoke(serial: str | None, card_file: Path | None, which: str | None, reason
             number = int(serial, 16)
         except ValueError:
             raise click.BadParameter("a serial number in hex", param_hint="SERIAL") from None
-    entry = TestCA.load(ca_directory()).revoke(number, RevocationReason(reason))
+    ca_state = TestCA.load(ca_directory())
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("revoking cannot be undone: confirm with --yes")
+        click.confirm(
+            f"Revoke certificate {number:X} ({reason})? This cannot be undone", abort=True
+        )
+    entry = ca_state.revoke(number, RevocationReason(reason))
     click.echo(f"Revoked {entry.kind.value} certificate {number:X} ({reason})")
 
 
 @ca.command()
-@click.argument("which", type=click.Choice(list(KINDS)))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.argument("which", type=click.Choice(KINDS))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=output_help)  # fmt: skip
+@force_option
 @click.option("--pem", is_flag=True, help="PEM instead of DER.")
-def crl(which: str, output: Path, pem: bool) -> None:
+def crl(which: str, output: Path, force: bool, pem: bool) -> None:
     """Write a fresh CRL of the sign or auth CA."""
-    revocation_list = build_crl(TestCA.load(ca_directory()), KINDS[which])
+    check_output(output, force)
+    revocation_list = build_crl(TestCA.load(ca_directory()), CertificateKind.named(which))
     encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
-    output.write_bytes(revocation_list.public_bytes(encoding))
-    click.echo(f"Wrote the {which} CA's CRL ({len(list(revocation_list))} revoked) to {output}")
+    write_output(output, revocation_list.public_bytes(encoding))
+    click.echo(
+        f"Wrote the {which} CA's CRL ({len(list(revocation_list))} revoked) to {output}",
+        err=output == STDOUT,
+    )
 
 
 @ca.command()

@@ -10,14 +10,15 @@ from typing import Any
 
 import click
 
-from card_emulator.image import CardSettings
-from card_emulator.store import CardFileError, FileStore, read_image
-from cli.context import card_option, card_path
-from jpki.ca import CAError, TestCA
-from jpki.holder import Holder, Sex, with_check_digit
+from card_emulator.errors import CardFileError
+from card_emulator.state.image import CardSettings
+from card_emulator.state.store import FileStore, read_image
+from card_emulator.vocabulary.pins import Pin
+from cli.context import ask_secret, card_option, card_path
+from jpki.issuer.ca import CAError, TestCA
+from jpki.issuer.holder import Holder, Sex, with_check_digit
+from jpki.issuer.provision import card_summary, check_pin, provision_card, unblock_pin
 from jpki.paths import ca_directory
-from jpki.provision import card_summary, check_pin, provision_card, unblock_pin
-from jpki.session import Pin
 
 
 def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
@@ -31,10 +32,19 @@ def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
     return TestCA.create(directory, production_dn=production_dn)
 
 
-def _prompt_pin(label: str, pin: Pin) -> str:
-    value: str = click.prompt(label, hide_input=True, confirmation_prompt=True)
+def _prompt_pin(pin: Pin) -> str:
+    value = ask_secret(f"{pin.label} ({pin.rule.describe()})", confirm=True)
     check_pin(pin, value)
     return value
+
+
+def _settings(ctx: click.Context, param: click.Parameter, atr: str | None) -> CardSettings:
+    if atr is None:
+        return CardSettings()
+    try:
+        return CardSettings(atr=bytes.fromhex(atr)).checked()
+    except ValueError as error:
+        raise click.BadParameter(f"{atr!r}: {error}") from None
 
 
 @click.group()
@@ -70,7 +80,8 @@ def card() -> None:
 @click.option("--birth-era", type=click.IntRange(0, 5), help="Override the era code (0 = unknown).")
 @click.option("--auth-pin", help="4 digits (prompted for when absent).")
 @click.option("--sign-pin", help="6-16 of A-Z 0-9 (prompted for when absent; none under 15).")
-@click.option("--atr", help="ATR in hex (default: 3BE000FF8131FE4514).")
+@click.option("--atr", "settings", callback=_settings,
+              help="ATR in hex, 2 to 33 bytes (default: 3BE000FF8131FE4514).")  # fmt: skip
 @click.option(
     "--production-dn",
     is_flag=True,
@@ -89,7 +100,7 @@ def create(
     birth_era: int | None,
     auth_pin: str | None,
     sign_pin: str | None,
-    atr: str | None,
+    settings: CardSettings,
     production_dn: bool,
 ) -> None:
     """Issue a card for a holder (creating the test CA on first use)."""
@@ -108,10 +119,9 @@ def create(
         birth_era=birth_era,
     )
     needs_signature = holder.age_on(datetime.date.today()) >= 15
-    auth_pin = auth_pin or _prompt_pin("Authentication PIN (4 digits)", Pin.AUTH)
+    auth_pin = auth_pin if auth_pin is not None else _prompt_pin(Pin.AUTH)
     if needs_signature and sign_pin is None:
-        sign_pin = _prompt_pin("Signature password (6-16 of A-Z 0-9)", Pin.SIGN)
-    settings = CardSettings(atr=bytes.fromhex(atr)) if atr else CardSettings()
+        sign_pin = _prompt_pin(Pin.SIGN)
     ca = load_or_create_ca(ca_directory(), production_dn)
     image = provision_card(
         ca, holder, auth_pin, sign_pin if needs_signature else None, settings=settings
@@ -152,11 +162,11 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"    serial     {details['serial']}")
         lines.append(f"    validity   {details['not_before']} .. {details['not_after']}")
     lines.append("PINs")
-    for which, pin in summary["pins"].items():
+    for pin in summary["pins"].values():
         state = (
             "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
         )
-        lines.append(f"  {which:<12} {state}")
+        lines.append(f"  {pin['label']:<20} {state}")
     return "\n".join(lines)
 
 
@@ -172,4 +182,4 @@ def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
         store.commit()
     finally:
         store.close()
-    click.echo(f"{which} PIN unblocked")
+    click.echo(f"{Pin.named(which).label} unblocked")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives import serialization
 
+from card_emulator.vocabulary.keys import Certificate
 from cli.context import card_option, card_session, pin_option, pin_value
-from jpki import certinfo
-from jpki.session import Certificate
+from cli.output import STDOUT, check_output, force_option, output_help, write_output
+from jpki import certificates
 
 
 @click.group()
@@ -25,16 +25,23 @@ def cert() -> None:
 @click.argument("which", type=click.Choice([c.key for c in Certificate]))
 @click.option("--format", "output_format", type=click.Choice(["pem", "der", "text", "json"]),
               default="pem", show_default=True)  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of stdout.")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=STDOUT,
+              help=output_help)  # fmt: skip
+@force_option
 def read(
-    card_file: Path | None, pin: str | None, which: str, output_format: str, output: Path | None
+    card_file: Path | None,
+    pin: str | None,
+    which: str,
+    output_format: str,
+    output: Path,
+    force: bool,
 ) -> None:
     """Read a certificate (the signature certificate asks for the signature password)."""
     chosen = Certificate.named(which)
+    check_output(output, force)
     with card_session(card_file) as session:
         if chosen.pin is not None:
-            session.verify_pin(chosen.pin, pin_value(pin, chosen.pin.label.capitalize()))
+            session.verify_pin(chosen.pin, pin_value(pin, chosen.pin.label))
         certificate = session.read_certificate(chosen)
     if output_format == "der":
         data = certificate.public_bytes(serialization.Encoding.DER)
@@ -42,14 +49,11 @@ def read(
         data = certificate.public_bytes(serialization.Encoding.PEM)
     elif output_format == "json":
         data = (
-            json.dumps(certinfo.describe(certificate), ensure_ascii=False, indent=2) + "\n"
+            json.dumps(certificates.describe(certificate), ensure_ascii=False, indent=2) + "\n"
         ).encode()
     else:
-        data = _text(certinfo.describe(certificate)).encode()
-    if output is not None:
-        output.write_bytes(data)
-    else:
-        sys.stdout.buffer.write(data)
+        data = _text(certificates.describe(certificate)).encode()
+    write_output(output, data)
 
 
 def _text(description: dict[str, object]) -> str:

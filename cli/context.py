@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,18 +12,19 @@ from typing import Any, TypeVar
 
 import click
 
-from jpki.connection import Connection, PcscConnection, VirtualCardConnection
-from jpki.errors import CardConnectionError
+from card_emulator.errors import CardFileError
+from card_emulator.transports.memory import VirtualCard
+from jpki.client.connection import InProcessConnection, PcscConnection
+from jpki.client.errors import CardConnectionError
+from jpki.client.protocol import ApduProtocol
+from jpki.client.session import JpkiSession
 from jpki.paths import ca_directory, default_card_path
-from jpki.protocol import ApduProtocol
-from jpki.session import JpkiSession
-from jpki.verify import TrustStore
+from jpki.relying_party.verify import TrustStore
 
 PIN_ENVIRONMENT_VARIABLE = "JPKI_PIN"
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 READER_ENVIRONMENT_VARIABLE = "JPKI_READER"
+F = TypeVar("F", bound=Callable[..., Any])
+CardConnection = InProcessConnection | PcscConnection
 
 
 @dataclass
@@ -31,14 +33,13 @@ class CliState:
     reader: str | None = None
 
 
+def _state() -> CliState:
+    return click.get_current_context().find_object(CliState) or CliState()
+
+
 def card_path(own: Path | None = None) -> Path:
     """The card file: the subcommand's `--card`, else the top-level one, else the default."""
-    if own is not None:
-        return own
-    state = click.get_current_context().find_object(CliState)
-    if state is not None and state.card_path is not None:
-        return state.card_path
-    return default_card_path()
+    return own or _state().card_path or default_card_path()
 
 
 def _remember_reader(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -71,22 +72,28 @@ pin_option = click.option(
 )
 
 
-def open_connection(own: Path | None = None) -> Connection:
-    """A card file when one is named, a reader when one is named; else the default card file if
-    it exists, else the only PC/SC reader holding a card."""
-    state = click.get_current_context().find_object(CliState) or CliState()
-    reader = state.reader or os.environ.get(READER_ENVIRONMENT_VARIABLE)
+def open_connection(own: Path | None = None) -> CardConnection:
+    """The card to talk to: `--reader` or `--card` (not both); else $JPKI_READER; else the
+    default card file if it exists; else the only PC/SC reader holding a card."""
+    state = _state()
     named_file = own or state.card_path
-    if reader and named_file is None:
+    if state.reader and named_file is not None:
+        raise click.UsageError("give --card or --reader, not both")
+    if state.reader:
+        return PcscConnection(state.reader)
+    if named_file is not None:
+        return InProcessConnection(VirtualCard.open(named_file))
+    reader = os.environ.get(READER_ENVIRONMENT_VARIABLE)
+    if reader:
         return PcscConnection(reader)
-    if named_file is not None or default_card_path().exists():
-        return VirtualCardConnection.open(card_path(own))
+    default = default_card_path()
+    if default.exists():
+        return InProcessConnection(VirtualCard.open(default))
     try:
         return PcscConnection(None)
     except CardConnectionError as error:
-        raise CardConnectionError(
-            f"no card file at {default_card_path()} (jpki card create makes one), "
-            f"and no card in a reader: {error}"
+        raise CardFileError(
+            f"no card: no card file at {default} (`jpki card create` makes one), and {error}"
         ) from None
 
 
@@ -100,15 +107,25 @@ def card_session(own: Path | None = None) -> Iterator[JpkiSession]:
         connection.close()
 
 
+def ask_secret(label: str, *, confirm: bool = False) -> str:
+    """Ask for a PIN without echo; without a terminal, say how to give it instead."""
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            f"no terminal to ask for the {label}: give it with --pin (or --new-pin) "
+            f"or ${PIN_ENVIRONMENT_VARIABLE}"
+        )
+    value: str = click.prompt(label.capitalize(), hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
 def pin_value(given: str | None, label: str) -> str:
-    """A PIN from --pin, else $JPKI_PIN, else asked for without echo. Never printed."""
-    if given:
+    """A PIN from --pin (even an empty one), else $JPKI_PIN, else asked for. Never printed."""
+    if given is not None:
         return given
     from_environment = os.environ.get(PIN_ENVIRONMENT_VARIABLE)
     if from_environment:
         return from_environment
-    value: str = click.prompt(label, hide_input=True)
-    return value
+    return ask_secret(label)
 
 
 def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:

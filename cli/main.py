@@ -10,30 +10,38 @@ from typing import Any, NoReturn
 
 import click
 
-from card_emulator.image import CardImageError
-from card_emulator.store import CardFileError
+from card_emulator.errors import CardEmulatorError, CardPoweredOff
 from cli import card as card_commands
 from cli.apdu import apdu, demo
 from cli.ca import ca
 from cli.cert import cert
 from cli.context import CliState, reader_option
 from cli.documents import login, sign, verify
+from cli.exits import Exit
 from cli.pcsc import readers, serve
 from cli.pin import pin
-from jpki.ca import CAError
-from jpki.errors import ApduError, CardConnectionError, JpkiError, PinError
-from jpki.provision import ProvisioningError
+from jpki.client.errors import ApduError, CardConnectionError, PinError
+from jpki.errors import BadValueError, JpkiError
+from jpki.issuer.ca import CAError
 
-# Exit codes, one per kind of failure, so scripts can tell them apart.
-EXIT_FAILURE = 1  # 2, usage errors, is click's own
-EXIT_CARD_FILE = 3
-EXIT_CA = 4
-EXIT_BAD_VALUE = 5
-EXIT_PIN = 6
-EXIT_CARD = 7
+# Most specific first: the first class an error is an instance of decides its exit code.
+EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit], ...] = (
+    (CardPoweredOff, Exit.CARD),
+    (CardEmulatorError, Exit.CARD_FILE),
+    (CAError, Exit.CA),
+    (BadValueError, Exit.BAD_VALUE),
+    (PinError, Exit.PIN),
+    ((CardConnectionError, ApduError), Exit.CARD),
+    (JpkiError, Exit.FAILURE),
+    (ValueError, Exit.BAD_VALUE),
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: jpki card create --auth-pin 1234 --sign-pin ABC123 && jpki pin status",
+)
+@click.version_option(package_name="jpki-emulator", prog_name="jpki")
 @click.option(
     "--card",
     "card_path",
@@ -49,7 +57,10 @@ EXIT_CARD = 7
 )
 @click.pass_context
 def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
-    """Work with a My Number card (virtual, or real in a reader) and the JPKI test CA."""
+    """Work with a My Number card (virtual, or real in a reader) and the JPKI test CA.
+
+    Shell completion: eval "$(_JPKI_COMPLETE=bash_source jpki)" (zsh_source, fish_source).
+    """
     ctx.ensure_object(CliState).card_path = card_path
     if verbose:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -72,25 +83,18 @@ def main(argv: Iterable[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="jpki", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail("aborted", EXIT_FAILURE)
+        _fail("aborted", Exit.FAILURE)
     except click.UsageError as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except (CardFileError, CardImageError) as exc:
-        _fail(str(exc), EXIT_CARD_FILE)
-    except CAError as exc:
-        _fail(str(exc), EXIT_CA)
-    except PinError as exc:
-        _fail(str(exc), EXIT_PIN)
-    except (CardConnectionError, ApduError) as exc:
-        _fail(str(exc), EXIT_CARD)
-    except JpkiError as exc:
-        _fail(str(exc), EXIT_FAILURE)
-    except (ProvisioningError, ValueError) as exc:
-        _fail(str(exc), EXIT_BAD_VALUE)
-    except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror}".lstrip(": "), EXIT_FAILURE)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_FAILURE)
+        _fail("interrupted", Exit.FAILURE)
+    except Exception as exc:
+        for kinds, code in EXIT_CODES:
+            if isinstance(exc, kinds):
+                _fail(str(exc), code)
+        if isinstance(exc, OSError):
+            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), Exit.FAILURE)
+        raise

@@ -12,10 +12,16 @@ from types import FrameType
 
 import click
 
-from card_emulator.card import VirtualCard
-from card_emulator.vpcd import DEFAULT_HOST, DEFAULT_PORT, SocketTuning, VpcdLink, reader_name
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.transports.vpcd import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    SocketTuning,
+    VpcdLink,
+    reader_name,
+)
 from cli.context import card_path
-from jpki.connection import list_readers
+from jpki.client.connection import list_readers
 
 
 @click.command()
@@ -50,7 +56,7 @@ def serve(
     chosen = list(ports) or [DEFAULT_PORT + n for n in range(len(paths))]
     tuning = SocketTuning(nodelay=not no_socket_tuning, quickack=not no_socket_tuning)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("card_emulator.vpcd").setLevel(logging.INFO)
+    logging.getLogger("card_emulator.transports.vpcd").setLevel(logging.INFO)
     cards = [VirtualCard.open(path) for path in paths]  # locks every file before serving any
     links = [VpcdLink(card, host, port, tuning) for card, port in zip(cards, chosen, strict=True)]
     for path, port in zip(paths, chosen, strict=True):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli.context import card_option, card_session, pin_value
-from jpki.errors import ApduError
-from jpki.session import Pin
+from card_emulator.vocabulary.pins import Pin
+from cli.context import ask_secret, card_option, card_session, pin_value
+from jpki.client.errors import ApduError
 
 CHANGEABLE = [Pin.AUTH.key, Pin.SIGN.key, Pin.CARD_INFO.key]
 
@@ -19,7 +19,7 @@ def pin() -> None:
     """PIN tries left, and PIN change."""
 
 
-@pin.command()
+@pin.command(epilog="Example: jpki pin status --json")
 @card_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(card_file: Path | None, as_json: bool) -> None:
@@ -30,9 +30,10 @@ def status(card_file: Path | None, as_json: bool) -> None:
             try:
                 state = session.pin_status(each)
             except ApduError:
-                rows[each.key] = {"present": False}  # e.g. no signature password under 15
+                rows[each.key] = {"label": each.label, "present": False}  # e.g. none under 15
                 continue
             rows[each.key] = {
+                "label": each.label,
                 "present": True,
                 "tries_left": state.tries_left,
                 "max_tries": state.max_tries,
@@ -52,7 +53,7 @@ def status(card_file: Path | None, as_json: bool) -> None:
         click.echo(f"{each.label:<20} {text}")
 
 
-@pin.command()
+@pin.command(epilog="Example: jpki pin change auth --pin 1234 --new-pin 4321")
 @card_option
 @click.argument("which", type=click.Choice(CHANGEABLE))
 @click.option("--pin", "old", help="The current PIN (default: $JPKI_PIN, else a prompt).")
@@ -60,8 +61,8 @@ def status(card_file: Path | None, as_json: bool) -> None:
 def change(card_file: Path | None, which: str, old: str | None, new_pin: str | None) -> None:
     """Change a PIN: the current one is verified first (a wrong one costs a try)."""
     chosen = Pin.named(which)
-    current = pin_value(old, f"Current {chosen.label}")
-    new = new_pin or click.prompt(f"New {chosen.label}", hide_input=True, confirmation_prompt=True)
+    current = pin_value(old, f"current {chosen.label}")
+    new = new_pin if new_pin is not None else ask_secret(f"new {chosen.label}", confirm=True)
     with card_session(card_file) as session:
         session.change_pin(chosen, current, new)
     click.echo(f"{chosen.label} changed")

@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jpki.errors import JpkiError
+
 Signer = Callable[[bytes], bytes]
 """Signs DER DigestInfo bytes with RSA PKCS#1 v1.5, as the card's 80 2A 00 xx (P1 00) does."""
 
@@ -71,7 +73,7 @@ CARD_SIGNATURE_MISMATCH = (
 )
 
 
-class CmsError(Exception):
+class CmsError(JpkiError):
     """A SignedData that cannot be made or does not verify; `reason` is one readable line."""
 
     def __init__(self, reason: str) -> None:

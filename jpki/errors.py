@@ -1,49 +1,11 @@
-"""Errors the host library raises: each prints as one readable line."""
+"""The root of every error the `jpki` package raises; each prints as one readable line."""
 
 from __future__ import annotations
 
-from card_emulator.sw import describe
-
 
 class JpkiError(Exception):
-    """Base of every error of the host library."""
+    """Base of every error of the host side: client, issuer and relying party."""
 
 
-class CardConnectionError(JpkiError):
-    """The card or reader cannot be reached."""
-
-
-class CardRemovedError(CardConnectionError):
-    """The card went away (pulled out, or powered off) during the session."""
-
-
-class ApduError(JpkiError):
-    """The card answered a status word other than 9000."""
-
-    def __init__(self, sw: int, command: str = "") -> None:
-        self.sw = sw
-        where = f"{command}: " if command else ""
-        super().__init__(f"{where}card answered {sw:04X} ({describe(sw)})")
-
-
-class PinError(JpkiError):
-    """A PIN was refused or cannot be tried."""
-
-
-class WrongPinError(PinError):
-    def __init__(self, label: str, tries_left: int) -> None:
-        self.tries_left = tries_left
-        if tries_left == 0:
-            message = f"wrong {label}: it is now blocked"
-        else:
-            message = f"wrong {label}: {tries_left} {'try' if tries_left == 1 else 'tries'} left"
-        super().__init__(message)
-
-
-class PinBlockedError(PinError):
-    def __init__(self, label: str, unblock_hint: str) -> None:
-        super().__init__(f"the {label} is blocked; {unblock_hint}")
-
-
-class PinRequiredError(PinError):
-    """The operation needs a PIN that has not been verified in this session."""
+class BadValueError(JpkiError, ValueError):
+    """A value given by the user cannot be right (a PIN's format, a my number's check digit…)."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from card_emulator.card import VirtualCard
-from card_emulator.store import read_image
+from card_emulator.state.store import read_image
+from card_emulator.transports.memory import VirtualCard
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CARDS = FIXTURES / "cards"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from card_emulator.apdu import CommandApdu, MalformedApdu, ResponseApdu, redacted_hex
+from card_emulator.vocabulary.apdu import CommandApdu, MalformedApdu, ResponseApdu, redacted_hex
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from card_emulator.card import VirtualCard
-from card_emulator.profiles import JpkiFile
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.identifiers import JpkiFile
 from tests.conftest import CardFactory
 
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")

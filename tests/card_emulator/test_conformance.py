@@ -75,7 +75,7 @@ ALL = [s for path in sorted(CASES.glob("*.txt")) for s in load(path)]
 
 @pytest.mark.parametrize("scenario", ALL, ids=[s.name for s in ALL])
 def test_exchange(scenario: Scenario, make_card: CardFactory) -> None:
-    from card_emulator.image import CardSettings
+    from card_emulator.state.image import CardSettings
 
     defaults = CardSettings()
     settings = {k: setting_value(getattr(defaults, k), v) for k, v in scenario.settings.items()}

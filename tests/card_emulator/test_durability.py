@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from card_emulator.card import VirtualCard
-from card_emulator.store import CardFileError, read_image
+from card_emulator.errors import CardFileError
+from card_emulator.state.store import read_image
+from card_emulator.transports.memory import VirtualCard
 from tests.conftest import CARDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +54,8 @@ def child(script: str, path: Path) -> subprocess.Popen[str]:
 # card has not answered yet, so a decrement written only after comparing would be lost.
 STOP_IN_COMPARISON = """
     import sys, time
-    from card_emulator.card import VirtualCard
-    from card_emulator.pin import PinReference
+    from card_emulator.transports.memory import VirtualCard
+    from card_emulator.state.pin_reference import PinReference
 
     def stall(self, candidate):
         print("comparing", flush=True)
@@ -82,7 +83,7 @@ def test_a_kill_during_a_wrong_verify_still_costs_a_try(card_file: Path) -> None
 
 KILLED_AT_RANDOM = """
     import sys
-    from card_emulator.card import VirtualCard
+    from card_emulator.transports.memory import VirtualCard
 
     card = VirtualCard.open(sys.argv[1])
     card.transmit(bytes.fromhex("00A4040C0AD392F000260100000001"))

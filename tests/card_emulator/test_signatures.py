@@ -11,9 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from card_emulator.card import VirtualCard
-from card_emulator.profiles import JpkiFile
 from card_emulator.signing import SHA256_DIGEST_INFO_PREFIX
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.identifiers import JpkiFile
 from tests.conftest import AUTH_PIN, SIGN_PIN, CardFactory
 
 SHA1_DIGEST_INFO_PREFIX = bytes.fromhex("3021300906052b0e03021a05000414")

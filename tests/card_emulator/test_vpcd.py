@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from card_emulator.card import VirtualCard
-from card_emulator.vpcd import VpcdLink, reader_name
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.transports.vpcd import VpcdLink, reader_name
 from tests.conftest import CardFactory
 
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")

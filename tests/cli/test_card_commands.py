@@ -55,12 +55,15 @@ def test_create_then_info_non_interactively(tmp_path: Path) -> None:
     assert info.returncode == 0, info.stderr
     summary = json.loads(info.stdout)
     assert summary["holder"]["name"] == "山田　花子"
-    assert summary["pins"]["auth"] == {"tries_left": 3, "max_tries": 3, "blocked": False}
+    assert summary["pins"]["auth"] == {
+        "label": "authentication PIN",
+        "tries_left": 3,
+        "max_tries": 3,
+        "blocked": False,
+    }
     assert summary["pins"]["sign"]["tries_left"] == 5
-    assert set(summary["certificates"]) == {
-        "authentication", "signature", "authentication-ca", "signature-ca",
-    }  # fmt: skip
-    assert "O=JPKI-TEST" in summary["certificates"]["signature-ca"]["subject"]
+    assert set(summary["certificates"]) == {"auth", "sign", "auth-ca", "sign-ca"}
+    assert "O=JPKI-TEST" in summary["certificates"]["sign-ca"]["subject"]
     assert "ABC123" not in info.stdout and "salt" not in info.stdout
     assert "PRIVATE KEY" not in info.stdout
 

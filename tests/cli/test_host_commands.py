@@ -17,10 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.store import FileStore
-from jpki.ca import TestCA
-from jpki.holder import Holder, Sex
-from jpki.provision import provision_card
+from card_emulator.state.store import FileStore
+from jpki.issuer.ca import TestCA
+from jpki.issuer.holder import Holder, Sex
+from jpki.issuer.provision import provision_card
 from tests.cli.test_card_commands import jpki
 from tests.conftest import CA_DIR, CARDS
 
@@ -52,12 +52,12 @@ def test_sign_and_verify_with_the_signature_key(home: Path) -> None:
     result = verify(home, sign(home), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["valid"] is True and report["revocation"] == "not checked"
+    assert report["valid"] is True and report["signer"]["revocation"] == "not checked"
 
 
 def test_sign_and_verify_with_the_authentication_key(home: Path) -> None:
     signature = sign(home, "auth", "1234")
-    accepted = verify(home, signature, "--purpose", "authentication")
+    accepted = verify(home, signature, "--purpose", "auth")
     assert accepted.returncode == 0, accepted.stdout
     # An authentication certificate must not pass as a signature certificate.
     refused = verify(home, signature, "--json")
@@ -100,7 +100,7 @@ def test_an_expired_certificate_fails(home: Path) -> None:
 
 def test_a_certificate_revoked_on_the_crl_fails(home: Path) -> None:
     signature = sign(home)
-    revoked = jpki(home, "ca", "revoke", "--cert", "sign", "--reason", "keyCompromise")
+    revoked = jpki(home, "ca", "revoke", "--cert", "sign", "--reason", "keyCompromise", "--yes")
     assert revoked.returncode == 0, revoked.stderr
     assert jpki(home, "ca", "crl", "sign", "-o", str(home / "sign.crl")).returncode == 0
     result = verify(home, signature, "--crl", str(home / "sign.crl"), "--json")
@@ -135,9 +135,11 @@ def test_ocsp_good_then_revoked_without_restarting_the_responder(home: Path, ocs
     signature = sign(home)
     good = verify(home, signature, "--ocsp", ocsp_url, "--json")
     assert good.returncode == 0, good.stdout
-    assert json.loads(good.stdout)["revocation"] == "ocsp"
+    assert json.loads(good.stdout)["signer"]["revocation"] == "ocsp"
     assert (
-        jpki(home, "ca", "revoke", "--cert", "sign", "--reason", "affiliationChanged").returncode
+        jpki(
+            home, "ca", "revoke", "--cert", "sign", "--reason", "affiliationChanged", "--yes"
+        ).returncode
         == 0
     )
     revoked = verify(home, signature, "--ocsp", ocsp_url)
@@ -154,7 +156,12 @@ def test_login_as_a_relying_party(home: Path, ocsp_url: str) -> None:
     assert report["valid"] and report["nonce"] == nonce
     assert report["identity"]["serial"] == f"{certificate.serial_number:X}"
     assert report["identity"]["revocation"] == "ocsp"
-    assert jpki(home, "ca", "revoke", "--cert", "auth", "--reason", "keyCompromise").returncode == 0
+    assert (
+        jpki(
+            home, "ca", "revoke", "--cert", "auth", "--reason", "keyCompromise", "--yes"
+        ).returncode
+        == 0
+    )
     refused = jpki(home, "login", "--pin", "1234", "--ocsp", ocsp_url, "--json")
     assert refused.returncode == 1 and json.loads(refused.stdout)["reason"] == "revoked"
 
@@ -180,7 +187,10 @@ def test_lockout_is_reported_by_pin_status(home: Path) -> None:
     blocked = jpki(home, "login", "--pin", "1234")
     assert "blocked" in blocked.stderr and blocked.returncode == 6
     status = json.loads(jpki(home, "pin", "status", "--json").stdout)
-    assert status["auth"] == {"present": True, "tries_left": 0, "max_tries": 3, "blocked": True}
+    assert status["auth"] == {
+        "label": "authentication PIN", "present": True, "tries_left": 0, "max_tries": 3,
+        "blocked": True,
+    }  # fmt: skip
     assert status["sign"]["tries_left"] == 5
     assert "BLOCKED" in jpki(home, "pin", "status").stdout
 

@@ -18,10 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki import certprofile
-from jpki.ca import CAError, RevocationReason, TestCA
-from jpki.certprofile import CertificateKind
-from jpki.holder import Holder, Sex, with_check_digit
+from jpki.certificates import CertificateKind
+from jpki.issuer import profile
+from jpki.issuer.ca import CAError, RevocationReason, TestCA
+from jpki.issuer.holder import Holder, Sex, with_check_digit
 from tests.conftest import CA_DIR
 
 UTC = datetime.UTC
@@ -224,14 +224,14 @@ def test_ca_certificate_contents(test_ca: TestCA, kind: CertificateKind) -> None
 
 def test_production_dn_on_request(test_ca: TestCA, card_key: rsa.RSAPrivateKey) -> None:
     authority = test_ca.signature
-    production_ca = certprofile.build_ca_certificate(
+    production_ca = profile.build_ca_certificate(
         CertificateKind.SIGNATURE, authority.private_key, 0x01000000, CA_CREATED, production_dn=True
     )
     tbs = parse(production_ca)["tbs_certificate"]
     assert name_layout(tbs["subject"]) == expected_ca_layout(
         CertificateKind.SIGNATURE, production=True
     )
-    certificate = certprofile.build_signature_certificate(
+    certificate = profile.build_signature_certificate(
         production_ca,
         authority.private_key,
         card_key.public_key(),
@@ -319,11 +319,11 @@ def test_sex_and_birth_date_codes(sex: Sex, code: str) -> None:
     holder = make_holder(sex=sex, birth_date=datetime.date(2019, 5, 1))
     values = {
         name.type_id.dotted_string: name.value
-        for name in certprofile.holder_alternative_names(holder)
+        for name in profile.holder_alternative_names(holder)
         if isinstance(name, x509.OtherName)
     }
-    assert values[certprofile.SEX_OID.dotted_string] == b"\x0c\x01" + code.encode()
-    assert values[certprofile.BIRTH_DATE_OID.dotted_string] == b"\x0c\x09520190501"
+    assert values[profile.SEX_OID.dotted_string] == b"\x0c\x01" + code.encode()
+    assert values[profile.BIRTH_DATE_OID.dotted_string] == b"\x0c\x09520190501"
 
 
 def test_signature_issuer_alternative_name_and_crl_partition(
@@ -346,7 +346,7 @@ def test_signature_issuer_alternative_name_and_crl_partition(
 def test_signature_certificate_optional_crl_url_and_ocsp(
     test_ca: TestCA, card_key: rsa.RSAPrivateKey
 ) -> None:
-    certificate = certprofile.build_signature_certificate(
+    certificate = profile.build_signature_certificate(
         test_ca.signature.certificate,
         test_ca.signature.private_key,
         card_key.public_key(),
@@ -483,7 +483,7 @@ def test_serials_are_four_byte_and_unique(
     serials = {signature_certificate.serial_number, authentication_certificate.serial_number}
     assert len(serials) == 2
     for serial in serials:
-        assert certprofile.SERIAL_MIN <= serial <= certprofile.SERIAL_MAX
+        assert profile.SERIAL_MIN <= serial <= profile.SERIAL_MAX
 
 
 def test_policies_keep_signature_and_authentication_apart(
@@ -525,12 +525,12 @@ def test_policies_keep_signature_and_authentication_apart(
     ],
 )
 def test_expiry_for(birth: datetime.date, issued: datetime.datetime, expected: str) -> None:
-    expiry = certprofile.expiry_for(make_holder(birth_date=birth), issued)
+    expiry = profile.expiry_for(make_holder(birth_date=birth), issued)
     assert expiry == datetime.datetime.fromisoformat(f"{expected}T14:59:59+00:00")
 
 
 def test_feb_29_holder_certificate(test_ca: TestCA, card_key: rsa.RSAPrivateKey) -> None:
-    certificate = certprofile.build_authentication_certificate(
+    certificate = profile.build_authentication_certificate(
         test_ca.authentication.certificate,
         test_ca.authentication.private_key,
         card_key.public_key(),
@@ -543,7 +543,7 @@ def test_feb_29_holder_certificate(test_ca: TestCA, card_key: rsa.RSAPrivateKey)
 
 def test_expiry_needs_aware_datetime() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        certprofile.expiry_for(make_holder(), datetime.datetime(2024, 4, 1))
+        profile.expiry_for(make_holder(), datetime.datetime(2024, 4, 1))
 
 
 @pytest.mark.parametrize(
@@ -557,13 +557,13 @@ def test_expiry_needs_aware_datetime() -> None:
     ],
 )
 def test_substitute_unrepresentable(text: str, expected: tuple[str, str]) -> None:
-    assert certprofile.substitute_unrepresentable(text) == expected
+    assert profile.substitute_unrepresentable(text) == expected
 
 
 def test_window_id() -> None:
-    assert certprofile.window_id("13113", 3) == "13113003A"
+    assert profile.window_id("13113", 3) == "13113003A"
     with pytest.raises(ValueError):
-        certprofile.window_id("1311", 3)
+        profile.window_id("1311", 3)
 
 
 # --- durable state ---------------------------------------------------------------------------
@@ -619,7 +619,7 @@ def test_load_round_trip(
     loaded = TestCA.load(copy_ca(test_ca, tmp_path))
     for kind in CertificateKind:
         assert loaded.authority(kind).certificate == test_ca.authority(kind).certificate
-        assert certprofile.key_matches(
+        assert profile.key_matches(
             loaded.authority(kind).private_key, test_ca.authority(kind).certificate
         )
     assert loaded.card_info_signer.private_numbers() == test_ca.card_info_signer.private_numbers()

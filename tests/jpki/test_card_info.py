@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from jpki import card_info
-from jpki.holder import Holder, Sex, with_check_digit
+from jpki.issuer import card_info
+from jpki.issuer.holder import Holder, Sex, with_check_digit
 
 MY_NUMBER = "123456789018"
 OTHER_MY_NUMBER = with_check_digit("12345678902")

@@ -19,11 +19,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from card_emulator.card import VirtualCard
 from card_emulator.signing import SHA256_DIGEST_INFO_PREFIX, SignatureScheme, sign
+from card_emulator.transports.memory import VirtualCard
 from jpki import cms
-from jpki.ca import TestCA
-from jpki.holder import Holder, Sex
+from jpki.issuer.ca import TestCA
+from jpki.issuer.holder import Holder, Sex
 from tests.conftest import CA_DIR, CARDS, SIGN_PIN
 
 UTC = datetime.UTC

@@ -26,16 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jpki import certprofile
-from jpki.ca import STATE_FILE, CAError, RevocationReason, TestCA
-from jpki.ca_server import CAServer, make_server
-from jpki.certprofile import CertificateKind
-from jpki.holder import Holder, Sex
-from jpki.revocation import (
+from jpki.certificates import CertificateKind
+from jpki.issuer import profile
+from jpki.issuer.ca import STATE_FILE, CAError, RevocationReason, TestCA
+from jpki.issuer.holder import Holder, Sex
+from jpki.issuer.revocation import build_crl, build_ocsp_response
+from jpki.issuer.server import CAServer, make_server
+from jpki.relying_party.revocation import (
     RevocationCheckError,
     RevocationSource,
-    build_crl,
-    build_ocsp_response,
     check_crl,
     check_ocsp,
 )
@@ -378,7 +377,7 @@ def test_check_ocsp_of_a_serial_the_ca_never_issued_is_an_error(
     )
     card_key = AUTH_CERT.public_key()
     assert isinstance(card_key, rsa.RSAPublicKey)
-    unrecorded = certprofile.build_authentication_certificate(
+    unrecorded = profile.build_authentication_certificate(
         AUTH_CA,
         ca.authentication.private_key,
         card_key,
@@ -452,11 +451,13 @@ def test_server_logs_one_line_per_request_without_the_request(
     server: CAServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     encoded = base64.urlsafe_b64encode(ocsp_request(AUTH_CERT, AUTH_CA)).decode("ascii")
-    with caplog.at_level(logging.INFO, logger="jpki.ca_server"):
+    with caplog.at_level(logging.INFO, logger="jpki.issuer.server"):
         check_ocsp(AUTH_CERT, AUTH_CA, ocsp_url(server), at=now())
         with urllib.request.urlopen(f"{server.base_url}/ocsp/{encoded}", timeout=5) as reply:
             reply.read()
-    lines = [record.getMessage() for record in caplog.records if record.name == "jpki.ca_server"]
+    lines = [
+        record.getMessage() for record in caplog.records if record.name == "jpki.issuer.server"
+    ]
     assert lines == ['127.0.0.1 "POST /ocsp" 200', '127.0.0.1 "GET /ocsp/<request>" 200']
 
 

@@ -6,23 +6,26 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from card_emulator.card import VirtualCard
-from card_emulator.profiles import JpkiFile
-from jpki.connection import VirtualCardConnection
-from jpki.errors import (
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.identifiers import JpkiFile
+from card_emulator.vocabulary.keys import Certificate, Key
+from card_emulator.vocabulary.pins import Pin
+from jpki.client.connection import InProcessConnection
+from jpki.client.errors import (
     ApduError,
     CardRemovedError,
     PinBlockedError,
+    PinFormatError,
     PinRequiredError,
     WrongPinError,
 )
-from jpki.protocol import ApduProtocol
-from jpki.session import Certificate, JpkiSession, Key, Pin
+from jpki.client.protocol import ApduProtocol
+from jpki.client.session import JpkiSession
 from tests.conftest import CardFactory
 
 
 def session_for(card: VirtualCard) -> JpkiSession:
-    return JpkiSession(ApduProtocol(VirtualCardConnection(card)))
+    return JpkiSession(ApduProtocol(InProcessConnection(card)))
 
 
 @pytest.fixture
@@ -73,8 +76,10 @@ def test_change_pin_then_the_old_one_fails(session: JpkiSession) -> None:
     with pytest.raises(WrongPinError):
         session.verify_pin(Pin.AUTH, "1234")
     session.verify_pin(Pin.AUTH, "9876")
-    with pytest.raises(ApduError, match="wrong format"):
-        session.change_pin(Pin.SIGN, "ABC123", "short")
+    # A new value the card could never take is refused before the old one is tried.
+    with pytest.raises(PinFormatError, match="6 to 16 characters"):
+        session.change_pin(Pin.SIGN, "WRONG1", "short")
+    assert session.pin_status(Pin.SIGN).tries_left == 5
 
 
 def test_sign_with_each_key_verifies_against_its_certificate(session: JpkiSession) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from jpki.connection import reader_status
+from jpki.client.connection import reader_status
 
 ROOT = Path(__file__).resolve().parents[2]
 PCSCD_DIRECTORY = Path("/run/pcscd")

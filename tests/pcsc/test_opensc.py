@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from card_emulator.store import read_image
+from card_emulator.state.store import read_image
 from tests.pcsc.harness import READER, SECOND_READER, ServedCard
 
 ATR = "3b:e0:00:ff:81:31:fe:45:14"

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from smartcard.System import readers
 
-from card_emulator.store import read_image
-from jpki.connection import PcscConnection
-from jpki.errors import CardRemovedError
-from jpki.protocol import ApduProtocol
-from jpki.session import Certificate, JpkiSession, Key, Pin
+from card_emulator.state.store import read_image
+from card_emulator.vocabulary.keys import Certificate, Key
+from card_emulator.vocabulary.pins import Pin
+from jpki.client.connection import PcscConnection
+from jpki.client.errors import CardRemovedError
+from jpki.client.protocol import ApduProtocol
+from jpki.client.session import JpkiSession
 from tests.conftest import CARDS
 from tests.pcsc.harness import READER, SECOND_READER, Pcscd, ServedCard, wait_for
 

@@ -14,19 +14,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from jpki import certprofile
-from jpki.certinfo import authority_key_id, issued_by, readable_name, subject_key_id
+from jpki.certificates import (
+    CertificateKind,
+    authority_key_id,
+    issued_by,
+    readable_name,
+    subject_key_id,
+)
 from jpki.errors import JpkiError
-from jpki.revocation import RevocationCheckError, check_crl, check_ocsp
-
-# What a certificate is trusted for: the two JPKI hierarchies, each with its policies and key usage.
-Purpose = certprofile.CertificateKind
-
-
-POLICIES = {
-    Purpose.SIGNATURE: {certprofile.SIGNATURE_POLICY_OID, certprofile.SIGNATURE_TEST_POLICY_OID},
-    Purpose.AUTHENTICATION: {certprofile.AUTHENTICATION_POLICY_OID},
-}
+from jpki.relying_party.revocation import RevocationCheckError, check_crl, check_ocsp
 
 
 class VerificationError(JpkiError):
@@ -106,14 +102,14 @@ def _check_validity(certificate: x509.Certificate, at: datetime.datetime, what: 
         )
 
 
-def _check_purpose(certificate: x509.Certificate, purpose: Purpose) -> None:
+def _check_purpose(certificate: x509.Certificate, purpose: CertificateKind) -> None:
     try:
         policies = certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
         oids = {policy.policy_identifier for policy in policies}
     except x509.ExtensionNotFound:
         oids = set()
-    if not oids & POLICIES[purpose]:
-        other = next((p for p in Purpose if p is not purpose and oids & POLICIES[p]), None)
+    if not oids & purpose.policies:
+        other = next((p for p in CertificateKind if p is not purpose and oids & p.policies), None)
         found = f"an {other.value} certificate" if other else "no JPKI policy"
         raise VerificationError(
             "wrong-purpose", f"certificate is {found}, not a JPKI {purpose.value} certificate"
@@ -122,7 +118,11 @@ def _check_purpose(certificate: x509.Certificate, purpose: Purpose) -> None:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         raise VerificationError("key-usage", "certificate has no key usage") from None
-    allowed = usage.content_commitment if purpose is Purpose.SIGNATURE else usage.digital_signature
+    allowed = (
+        usage.content_commitment
+        if purpose is CertificateKind.SIGNATURE
+        else usage.digital_signature
+    )
     if not allowed:
         raise VerificationError(
             "key-usage", f"certificate key usage does not allow {purpose.value}"
@@ -131,7 +131,7 @@ def _check_purpose(certificate: x509.Certificate, purpose: Purpose) -> None:
 
 def verify_certificate(
     certificate: x509.Certificate,
-    purpose: Purpose,
+    purpose: CertificateKind,
     trust: TrustStore,
     *,
     at: datetime.datetime | None = None,

@@ -1,7 +1,7 @@
 """The JPKI certificate profile: names, extensions and validity of the CA, signature and
 authentication certificates, reproduced as the real J-LIS certificates encode them.
 
-Pure functions only (no file or network I/O); `jpki.ca` keeps keys and state on disk.
+Pure functions only (no file or network I/O); `jpki.issuer.ca` keeps keys and state on disk.
 See /work/shared/spec/jpki-certificates.md for the profile and the confidence of each field.
 """
 
@@ -20,7 +20,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from jpki.holder import Holder
+from jpki.certificates import (
+    ADDRESS_OID,
+    ADDRESS_SUBSTITUTE_FLAGS_OID,
+    AUTHENTICATION_POLICY_OID,
+    BIRTH_DATE_OID,
+    NAME_OID,
+    NAME_SUBSTITUTE_FLAGS_OID,
+    SEX_OID,
+    SIGNATURE_POLICY_OID,
+    SIGNATURE_TEST_POLICY_OID,
+    CertificateKind,
+)
+from jpki.issuer.holder import Holder
 
 UTC = datetime.UTC
 # Validity ends at 23:59:59 Japan time, and the dates in names and expiry are Japanese dates.
@@ -38,17 +50,6 @@ SERIAL_MAX = 0x7FFFFFFF
 CPS_URL = "http://www.jpki.go.jp/cps.html"
 DEFAULT_OCSP_URL = "http://127.0.0.1:8080/ocsp"
 
-SIGNATURE_POLICY_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.1.1.20")
-SIGNATURE_TEST_POLICY_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.1.0.20")
-# The spec knows no test-hierarchy authentication policy, so both hierarchies use this one.
-AUTHENTICATION_POLICY_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.1.3.30")
-
-NAME_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.1")
-NAME_SUBSTITUTE_FLAGS_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.2")
-SEX_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.3")
-BIRTH_DATE_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.4")
-ADDRESS_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.5")
-ADDRESS_SUBSTITUTE_FLAGS_OID = x509.ObjectIdentifier("1.2.392.200149.8.5.5.6")
 # The order of the otherNames on real cards (not numeric order).
 SUBJECT_ALT_NAME_ORDER = (
     NAME_OID,
@@ -79,29 +80,6 @@ AUTHENTICATION_CODE_ALPHABET = string.digits + string.ascii_uppercase
 # EUC-JP lead bytes: SS2 starts JIS X 0201 half-width kana, which is not JIS X 0208/0212.
 EUC_JP_SINGLE_SHIFT_2 = 0x8E
 EUC_JP_MULTIBYTE_LENGTHS = (2, 3)
-
-
-class CertificateKind(enum.Enum):
-    """Which of the two JPKI hierarchies a certificate belongs to."""
-
-    SIGNATURE = "signature"
-    AUTHENTICATION = "authentication"
-
-    @property
-    def organizational_unit(self) -> str:
-        """The English OU that names the CA (and its CRL partitions)."""
-        return {
-            CertificateKind.SIGNATURE: "JPKI for digital signature",
-            CertificateKind.AUTHENTICATION: "JPKI for user authentication",
-        }[self]
-
-    @property
-    def japanese_service_unit(self) -> str:
-        """The Japanese OU in the CA's subjectAltName and the end entity's issuerAltName."""
-        return {
-            CertificateKind.SIGNATURE: "公的個人認証サービス署名用",
-            CertificateKind.AUTHENTICATION: "公的個人認証サービス利用者証明用",
-        }[self]
 
 
 class Hierarchy(enum.Enum):

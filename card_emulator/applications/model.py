@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-SHORT_ID_FLAG = 0x80  # P1/P2 bit that says "the low five bits are a short EF identifier"
-
-
-def short_id(fid: int) -> int:
-    """Short EF identifier of a file: the low five bits of its FID (`000A` → `0A`)."""
-    return fid & 0x1F
+from card_emulator.vocabulary.identifiers import short_id
+from card_emulator.vocabulary.pins import Pin, PinRule
 
 
 @dataclass(frozen=True)
@@ -41,32 +36,19 @@ class BinaryFile:
 
 
 @dataclass(frozen=True)
-class PinPolicy:
-    """Length and alphabet a PIN must follow, and its retry limit."""
-
-    min_length: int
-    max_length: int
-    alphabet: str  # regular-expression character class body, e.g. "0-9" or "A-Z0-9"
-    max_tries: int
-
-    def accepts(self, value: bytes) -> bool:
-        pattern = f"[{self.alphabet}]{{{self.min_length},{self.max_length}}}"
-        return re.fullmatch(pattern.encode(), value) is not None
-
-    def describe(self) -> str:
-        """What a valid value looks like, e.g. `exactly 4 digits`."""
-        if self.alphabet == "0-9" and self.min_length == self.max_length:
-            return f"exactly {self.min_length} digits"
-        return f"{self.min_length} to {self.max_length} characters of {self.alphabet} (upper case)"
-
-
-@dataclass(frozen=True)
 class PinFile:
-    """An EF holding reference data for VERIFY (never readable)."""
+    """An EF holding reference data: checked by VERIFY, replaced by CHANGE REFERENCE DATA under
+    the `change` rule (never readable)."""
 
     fid: int
     description: str
-    policy: PinPolicy
+    rule: PinRule
+    change: AccessRule
+
+    @classmethod
+    def of(cls, pin: Pin, change: AccessRule) -> PinFile:
+        """The EF of one of the holder's PINs, with its label and rule from the vocabulary."""
+        return cls(pin.fid, pin.label, pin.rule, change)
 
 
 @dataclass(frozen=True)

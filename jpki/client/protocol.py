@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from card_emulator.apdu import INS, SHORT_MAX, CommandApdu, ResponseApdu, redacted_hex
-from card_emulator.sw import SW, describe
-from jpki.connection import Connection
-from jpki.errors import ApduError
+from card_emulator.vocabulary.apdu import INS, SHORT_MAX, CommandApdu, ResponseApdu, redacted_hex
+from card_emulator.vocabulary.sw import SW, describe
+from jpki.client.connection import Connection
+from jpki.client.errors import ApduError
 
 log = logging.getLogger(__name__)
 

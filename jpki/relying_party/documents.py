@@ -1,4 +1,4 @@
-"""Signed documents: CMS SignedData made with the card's key, and their full verification."""
+"""Signed documents as a relying party checks them: the CMS signature, then its signer."""
 
 from __future__ import annotations
 
@@ -6,27 +6,15 @@ import datetime
 from dataclasses import dataclass
 
 from jpki import cms
-from jpki.session import JpkiSession, Key
-from jpki.verify import (
+from jpki.certificates import CertificateKind
+from jpki.relying_party.verify import (
     NO_REVOCATION_CHECK,
-    Purpose,
     Revocation,
     TrustStore,
     VerificationError,
     VerifiedCertificate,
+    verify_certificate,
 )
-from jpki.verify import verify_certificate as verify_signer_certificate
-
-
-def sign_document(session: JpkiSession, key: Key, data: bytes, *, detached: bool = True) -> bytes:
-    """A CMS SignedData over `data` (SHA-256); the key's PIN must already be verified."""
-    certificate = session.read_certificate(key.certificate)
-    return cms.sign_detached(
-        data,
-        certificate,
-        lambda digest_info: session.sign_digest_info(key, digest_info),
-        detached=detached,
-    )
 
 
 @dataclass(frozen=True)
@@ -40,7 +28,7 @@ def verify_document(
     signature: bytes,
     trust: TrustStore,
     *,
-    purpose: Purpose = Purpose.SIGNATURE,
+    purpose: CertificateKind = CertificateKind.SIGNATURE,
     at: datetime.datetime | None = None,
     revocation: Revocation = NO_REVOCATION_CHECK,
 ) -> VerifiedDocument:
@@ -49,7 +37,5 @@ def verify_document(
         document = cms.verify_signed_data(signature, data)
     except cms.CmsError as error:
         raise VerificationError("bad-signature", str(error)) from None
-    signer = verify_signer_certificate(
-        document.certificate, purpose, trust, at=at, revocation=revocation
-    )
+    signer = verify_certificate(document.certificate, purpose, trust, at=at, revocation=revocation)
     return VerifiedDocument(signer, document.signing_time)

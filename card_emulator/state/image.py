@@ -15,18 +15,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.files import BinaryFile, KeyFile, PinFile
-from card_emulator.pin import PinReference
-from card_emulator.profiles import APPLICATIONS
+from card_emulator.applications.model import BinaryFile, KeyFile, PinFile
+from card_emulator.applications.registry import APPLICATIONS
+from card_emulator.errors import CardImageError
+from card_emulator.state.pin_reference import PinReference
 
 FORMAT_NAME = "jpki-emulator-card"
 FORMAT_VERSION = 1
 DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
+MAX_ATR_BYTES = 33
+ATR_INITIAL_CHARACTERS = (0x3B, 0x3F)  # TS
 RSA_KEY_BITS = 2048  # OpenSC hard-codes the key size of the JPKI AP
-
-
-class CardImageError(ValueError):
-    """The card image is malformed; the message is one readable line."""
 
 
 @dataclass
@@ -56,9 +55,15 @@ class CardSettings:
             ),
             select_fci=bytes.fromhex(data.get("select_fci", "")),
         )
-        if not 2 <= len(settings.atr) <= 33:
-            raise ValueError("ATR must be 2 to 33 bytes")
-        return settings
+        return settings.checked()
+
+    def checked(self) -> CardSettings:
+        """These settings, if a card can have them; else ValueError saying why."""
+        if not 2 <= len(self.atr) <= MAX_ATR_BYTES:
+            raise ValueError(f"an ATR has 2 to {MAX_ATR_BYTES} bytes")
+        if self.atr[0] not in ATR_INITIAL_CHARACTERS:
+            raise ValueError("an ATR starts with 3B (direct convention) or 3F (inverse)")
+        return self
 
 
 @dataclass
@@ -131,7 +136,7 @@ class CardImage:
             metadata=dict(data.get("metadata", {})),
         )
         for name, app_data in data["applications"].items():
-            profile = APPLICATIONS.get(name)
+            profile = APPLICATIONS.by_name(name)
             if profile is None:
                 raise CardImageError(f"card image has unknown application {name!r}")
             contents = image.contents(name)
@@ -148,7 +153,7 @@ class CardImage:
                         contents.keys[fid] = _load_key(value, f"{name}: key {fid_text}")
                     elif isinstance(spec, PinFile):
                         pin = PinReference.from_json(value)
-                        if pin.tries_left > spec.policy.max_tries:
+                        if pin.tries_left > spec.rule.max_tries:
                             raise CardImageError(
                                 f"{name}: PIN {fid_text} has more tries left than its maximum"
                             )

@@ -31,10 +31,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.store import write_atomically
-from jpki import certprofile
-from jpki.certprofile import CertificateKind
-from jpki.holder import Holder
+from jpki.certificates import CertificateKind
+from jpki.durable import write_atomically
+from jpki.errors import JpkiError
+from jpki.issuer import profile
+from jpki.issuer.holder import Holder
 
 STATE_FILE = "ca.json"
 LOCK_FILE = "ca.json.lock"
@@ -52,7 +53,7 @@ SERIAL_HEX_DIGITS = 8
 SERIAL_START_MAX = 0x3FFFFFFF
 
 
-class CAError(Exception):
+class CAError(JpkiError):
     """The test CA directory is missing, incomplete or corrupt, or the CA cannot issue."""
 
 
@@ -164,9 +165,9 @@ def _serial_text(serial: int) -> str:
     return f"{serial:0{SERIAL_HEX_DIGITS}x}"
 
 
-def _parse_serial(text: str, maximum: int = certprofile.SERIAL_MAX) -> int:
+def _parse_serial(text: str, maximum: int = profile.SERIAL_MAX) -> int:
     serial = int(text, 16)
-    if not certprofile.SERIAL_MIN <= serial <= maximum:
+    if not profile.SERIAL_MIN <= serial <= maximum:
         raise ValueError(f"serial {text} is outside the 4-byte range")
     return serial
 
@@ -274,7 +275,7 @@ class TestCA:
         *,
         production_dn: bool = False,
         now: datetime.datetime | None = None,
-        ocsp_url: str = certprofile.DEFAULT_OCSP_URL,
+        ocsp_url: str = profile.DEFAULT_OCSP_URL,
         crl_url: str | None = None,
     ) -> TestCA:
         """Generate both CAs and the card-info signer into `directory` (created if needed).
@@ -289,13 +290,11 @@ class TestCA:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CAError(f"cannot create {directory}: {error.strerror}") from error
-        serial = certprofile.SERIAL_MIN + secrets.randbelow(
-            SERIAL_START_MAX - certprofile.SERIAL_MIN
-        )
+        serial = profile.SERIAL_MIN + secrets.randbelow(SERIAL_START_MAX - profile.SERIAL_MIN)
         authorities: dict[CertificateKind, CertificateAuthority] = {}
         for kind in CertificateKind:
             key = _generate_key()
-            certificate = certprofile.build_ca_certificate(kind, key, serial, now, production_dn)
+            certificate = profile.build_ca_certificate(kind, key, serial, now, production_dn)
             serial += 1
             authorities[kind] = CertificateAuthority(kind, certificate, key)
         test_ca = cls(
@@ -344,7 +343,7 @@ class TestCA:
         try:
             # One past the last serial means "used up", which issuing reports.
             next_serial = _parse_serial(
-                _string(state, "next_serial"), maximum=certprofile.SERIAL_MAX + 1
+                _string(state, "next_serial"), maximum=profile.SERIAL_MAX + 1
             )
             ocsp_url = _string(state, "ocsp_url")
             crl_url = state.get("crl_url")
@@ -389,7 +388,7 @@ class TestCA:
         ocsp_url = self.ocsp_url if with_ocsp else None
         with self._updating():
             serial = self._allocate_serial()
-            certificate = certprofile.build_signature_certificate(
+            certificate = profile.build_signature_certificate(
                 authority.certificate,
                 authority.private_key,
                 public_key,
@@ -415,7 +414,7 @@ class TestCA:
         authority = self.authentication
         with self._updating():
             serial = self._allocate_serial()
-            certificate = certprofile.build_authentication_certificate(
+            certificate = profile.build_authentication_certificate(
                 authority.certificate,
                 authority.private_key,
                 public_key,
@@ -443,7 +442,7 @@ class TestCA:
             yield
 
     def _allocate_serial(self) -> int:
-        if self._next_serial > certprofile.SERIAL_MAX:
+        if self._next_serial > profile.SERIAL_MAX:
             raise CAError("the test CA has used up its 4-byte serial numbers")
         return self._next_serial
 
@@ -560,9 +559,9 @@ def _load_authority(
     except ValueError as error:
         raise CAError(f"{certificate_path} is not a PEM certificate") from error
     private_key = _parse_private_key(key_pem, key_path)
-    if not certprofile.key_matches(private_key, certificate):
+    if not profile.key_matches(private_key, certificate):
         raise CAError(f"{key_path} does not match the certificate {certificate_path.name}")
-    expected_name = certprofile.ca_name(kind, production_dn=production_dn)
+    expected_name = profile.ca_name(kind, production_dn=production_dn)
     if certificate.subject != expected_name:
         raise CAError(
             f"{certificate_path} is not the {kind.value} CA of this directory "

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from jpki.holder import ERAS, UNKNOWN_ERA, Holder
+from jpki.issuer.holder import ERAS, UNKNOWN_ERA, Holder
 
 # Tags. The card writes them as two-byte BER tags even where one byte would do.
 MY_NUMBER_TAG = b"\xff\x10"

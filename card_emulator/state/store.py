@@ -9,21 +9,18 @@ import secrets
 from pathlib import Path
 from typing import IO
 
-from card_emulator.image import CardImage, CardImageError
+from card_emulator.errors import CardFileError, CardImageError
+from card_emulator.state.image import CardImage
 
 PRIVATE_FILE_MODE = 0o600  # card images hold private keys
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-class CardFileError(Exception):
-    """A card file cannot be used; the message is one readable line."""
-
-
-def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
-    path = Path(path)
+def _replace_image(path: Path, data: bytes) -> None:
+    """Replace the card file so that a crash leaves either the old or the new image, whole."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # Created with its final mode, so a key is never briefly readable by others.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    # Created 0600 from the start: the image holds private keys.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -74,6 +71,7 @@ class FileStore:
         self.path = path
         self.image = image
         self._lock: IO[bytes] | None = lock
+        self.read_only: str | None = None  # why this process may not change the file
 
     @classmethod
     def create(cls, path: Path, image: CardImage) -> None:
@@ -81,18 +79,33 @@ class FileStore:
         path = Path(path)
         if path.exists():
             raise CardFileError(f"{path} already exists; refusing to overwrite a card")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, image.dumps())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _replace_image(path, image.dumps())
+        except OSError as exc:
+            raise CardFileError(f"cannot write {path}: {exc.strerror}") from None
 
     @classmethod
     def open(cls, path: Path) -> FileStore:
-        """Lock the card file (one process at a time) and load it."""
+        """Lock the card file (one process at a time) and load it.
+
+        A card file that this process may not change (read-only mount, directory or file)
+        still opens: reading works, and a command that must change the card says so.
+        """
         path = Path(path)
         if not path.is_file():
             read_image(path)  # raises the readable error
         lock_path = path.with_name(path.name + ".lock")
+        read_only = None if os.access(path, os.W_OK) else "the file is not writable"
         # Held open (and locked) for as long as the card is in use.
-        lock = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")  # noqa: SIM115
+        try:
+            lock: IO[bytes] = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")  # noqa: SIM115
+        except OSError as exc:
+            if exc.errno not in NOT_WRITABLE:
+                raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
+            read_only = exc.strerror
+            # An existing lock file still excludes writers; else nobody can be writing.
+            lock = open(lock_path if lock_path.exists() else path, "rb")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -104,21 +117,34 @@ class FileStore:
                     "a card can be in one reader at a time"
                 ) from None
             raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()).encode())
-        lock.flush()
+        if read_only is None:
+            lock.truncate(0)
+            lock.write(str(os.getpid()).encode())
+            lock.flush()
         try:
             image = read_image(path)
         except CardFileError:
             lock.close()
             raise
-        return cls(path, image, lock)
+        store = cls(path, image, lock)
+        store.read_only = read_only
+        return store
 
     def commit(self) -> None:
         """Make the current image durable before the card answers."""
         if self._lock is None:
             raise CardFileError(f"{self.path} is closed")
-        write_atomically(self.path, self.image.dumps())
+        if self.read_only is not None:
+            raise CardFileError(
+                f"{self.path} cannot be changed ({self.read_only}); this command needs to "
+                "change the card (a retry counter, a PIN)"
+            )
+        try:
+            _replace_image(self.path, self.image.dumps())
+        except OSError as exc:
+            raise CardFileError(
+                f"cannot write {self.path} ({exc.strerror}); the card was not changed"
+            ) from None
 
     def close(self) -> None:
         if self._lock is not None:

@@ -21,8 +21,11 @@ class INS(enum.IntEnum):
     GET_CHALLENGE = 0x84
 
 
-# Commands whose data field is a PIN: never print or log it.
-_SECRET_DATA = frozenset({INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER})
+# Commands whose data field is a PIN (also in their odd-INS forms): never print or log it.
+_SECRET_DATA = frozenset(
+    {INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER}
+    | {ins | 1 for ins in (INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER)}
+)
 
 
 class MalformedApdu(ValueError):

@@ -9,40 +9,33 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
-from card_emulator.pin import DEFAULT_ITERATIONS, PinReference
-from card_emulator.profiles import (
-    AUTHENTICATION_PIN_POLICY,
-    CARD_INFO,
-    CARD_INFO_PIN_POLICY,
-    COLLATION_NUMBER_A_POLICY,
-    COLLATION_NUMBER_B_POLICY,
-    DEFAULT_TOKEN_LABEL,
-    JPKI,
-    SIGNATURE_PIN_POLICY,
-    CardInfoFile,
-    JpkiFile,
-    application_by_aid,
-    certificate_availability,
-    token_info,
-)
-from jpki import card_info, certinfo
-from jpki.ca import TestCA
-from jpki.holder import Holder
-from jpki.session import Pin
+from card_emulator.applications.card_info import CARD_INFO
+from card_emulator.applications.jpki import JPKI
+from card_emulator.applications.registry import APPLICATIONS
+from card_emulator.state.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
+from card_emulator.state.pin_reference import DEFAULT_ITERATIONS, PinReference
+from card_emulator.vocabulary.identifiers import CardInfoFile, JpkiFile
+from card_emulator.vocabulary.keys import Certificate
+from card_emulator.vocabulary.pins import Pin
+from jpki import certificates
+from jpki.errors import BadValueError
+from jpki.issuer import card_info
+from jpki.issuer.ca import TestCA
+from jpki.issuer.card_contents import DEFAULT_TOKEN_LABEL, certificate_availability, token_info
+from jpki.issuer.holder import Holder
 
 SIGNATURE_CERTIFICATE_MIN_AGE = 15  # younger holders get no signature certificate
 RSA_PUBLIC_EXPONENT = 65537
 
 
-class ProvisioningError(ValueError):
+class ProvisioningError(BadValueError):
     """The card cannot be issued as asked; the message is one readable line."""
 
 
 def check_pin(pin: Pin, value: str) -> None:
     """Refuse a PIN value the card would not accept for this PIN."""
-    if not pin.policy.accepts(value.encode()):
-        raise ProvisioningError(f"the {pin.label} must be {pin.policy.describe()}")
+    if not pin.accepts(value):
+        raise ProvisioningError(f"the {pin.label} must be {pin.rule.describe()}")
 
 
 def _der(certificate: x509.Certificate) -> bytes:
@@ -89,7 +82,7 @@ def provision_card(
     contents.files[JpkiFile.AUTHENTICATION_CA_CERTIFICATE] = _der(ca.authentication.certificate)
     contents.files[JpkiFile.SIGNATURE_CA_CERTIFICATE] = _der(ca.signature.certificate)
     contents.pins[JpkiFile.AUTHENTICATION_PIN] = PinReference.create(
-        auth_pin.encode(), AUTHENTICATION_PIN_POLICY.max_tries, pin_iterations
+        auth_pin.encode(), Pin.AUTH.max_tries, pin_iterations
     )
     if sign_pin is not None:
         sign_key = rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
@@ -97,7 +90,7 @@ def provision_card(
         contents.keys[JpkiFile.SIGNATURE_KEY] = sign_key
         contents.files[JpkiFile.SIGNATURE_CERTIFICATE] = _der(sign_certificate)
         contents.pins[JpkiFile.SIGNATURE_PIN] = PinReference.create(
-            sign_pin.encode(), SIGNATURE_PIN_POLICY.max_tries, pin_iterations
+            sign_pin.encode(), Pin.SIGN.max_tries, pin_iterations
         )
     contents.files[JpkiFile.CERTIFICATE_AVAILABILITY] = certificate_availability(
         signature=sign_pin is not None, authentication=True
@@ -149,18 +142,18 @@ def _provision_card_info(
     )
     contents.files[CardInfoFile.AP_BASIC_INFO] = card_info.basic_info(key_id)
     references = {
-        CardInfoFile.PIN: (pin, CARD_INFO_PIN_POLICY.max_tries),
+        CardInfoFile.PIN: (pin, Pin.CARD_INFO.max_tries),
         # Ships blocked on real cards: no value ever opens it.
         CardInfoFile.BLOCKED_REFERENCE: (f"{secrets.randbelow(10**4):04d}", 0),
-        CardInfoFile.COLLATION_NUMBER_A: (holder.my_number, COLLATION_NUMBER_A_POLICY.max_tries),
-        CardInfoFile.COLLATION_NUMBER_B: (collation_number_b, COLLATION_NUMBER_B_POLICY.max_tries),
+        CardInfoFile.COLLATION_NUMBER_A: (holder.my_number, Pin.CARD_INFO_A.max_tries),
+        CardInfoFile.COLLATION_NUMBER_B: (collation_number_b, Pin.CARD_INFO_B.max_tries),
     }
     for fid, (value, tries) in references.items():
         contents.pins[fid] = PinReference.create(value.encode(), tries, pin_iterations)
 
 
 def _application_name(pin: Pin) -> str:
-    application = application_by_aid(pin.application.value)
+    application = APPLICATIONS.by_aid(pin.application.value)
     assert application is not None
     return application.name
 
@@ -179,22 +172,18 @@ def unblock_pin(image: CardImage, pin: Pin, new_pin: str | None = None) -> None:
 def card_summary(image: CardImage) -> dict[str, object]:
     """Holder, certificates and retry counters of a card: never a PIN or a key."""
     contents = image.contents(JPKI.name)
-    certificates: dict[str, object] = {}
-    for name, fid in (
-        ("authentication", JpkiFile.AUTHENTICATION_CERTIFICATE),
-        ("signature", JpkiFile.SIGNATURE_CERTIFICATE),
-        ("authentication-ca", JpkiFile.AUTHENTICATION_CA_CERTIFICATE),
-        ("signature-ca", JpkiFile.SIGNATURE_CA_CERTIFICATE),
-    ):
-        der = contents.files.get(fid)
-        if der is None:
-            continue
-        certificates[name] = certinfo.describe(x509.load_der_x509_certificate(der))
+    described: dict[str, object] = {}
+    for certificate in Certificate:
+        der = contents.files.get(certificate.fid)
+        if der is not None:
+            der_certificate = x509.load_der_x509_certificate(der)
+            described[certificate.key] = certificates.describe(der_certificate)
     pins = {}
     for pin in Pin:
         reference = image.contents(_application_name(pin)).pins.get(pin.fid)
         if reference is not None:
             pins[pin.key] = {
+                "label": pin.label,
                 "tries_left": reference.tries_left,
                 "max_tries": pin.max_tries,
                 "blocked": reference.blocked,
@@ -205,6 +194,6 @@ def card_summary(image: CardImage) -> dict[str, object]:
         "card_expiry": image.metadata.get("card_expiry"),
         "security_code": image.metadata.get("security_code"),
         "atr": image.settings.atr.hex().upper(),
-        "certificates": certificates,
+        "certificates": described,
         "pins": pins,
     }

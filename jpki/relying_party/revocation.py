@@ -1,8 +1,5 @@
-"""Certificate revocation for the test CA, both sides: the CRLs and OCSP responses its two CAs
-sign, and a relying party's checks of a CRL or an OCSP responder against a certificate.
-
-The CA side is pure (state in, DER out); `jpki.ca_server` puts it on HTTP. The client side
-verifies what it is given; only `check_ocsp` does I/O, one HTTP POST through urllib.
+"""Revocation checking as a relying party does it: a CRL, or an OCSP responder, asked about one
+certificate and verified against its issuer. Only `check_ocsp` does I/O (one HTTP POST).
 """
 
 from __future__ import annotations
@@ -16,31 +13,22 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from asn1crypto import keys
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificatePublicKeyTypes,
-)
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from jpki.ca import CertificateAuthority, IssuedCertificate, RevocationReason, TestCA
-from jpki.certinfo import issued_by, subject_key_id
-from jpki.certprofile import CertificateKind
+from jpki.certificates import issued_by, ocsp_issuer_hashes, subject_key_id
+from jpki.errors import JpkiError
 
-UTC = datetime.UTC
-CRL_VALIDITY = datetime.timedelta(days=1)
-OCSP_VALIDITY = datetime.timedelta(hours=1)
 # Tolerated difference between the responder's clock and ours for thisUpdate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 # RFC 8954: clients use 32-octet nonces.
 NONCE_BYTES = 32
 OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
 OCSP_RESPONSE_MEDIA_TYPE = "application/ocsp-response"
-CRL_MEDIA_TYPE = "application/pkix-crl"
 # Far above any real response; stops a hostile responder from filling memory.
 MAX_OCSP_RESPONSE_BYTES = 1024 * 1024
 OCSP_URL_SCHEMES = ("http", "https")
@@ -48,7 +36,7 @@ PEM_MARKER = b"-----BEGIN"
 UNSPECIFIED_REASON = x509.ReasonFlags.unspecified.value
 
 
-class RevocationCheckError(Exception):
+class RevocationCheckError(JpkiError):
     """The revocation status could not be established; the message is one line saying why."""
 
 
@@ -76,171 +64,6 @@ def _require_aware(moment: datetime.datetime) -> datetime.datetime:
     if moment.utcoffset() is None:
         raise ValueError("datetimes must be timezone-aware (use UTC)")
     return moment
-
-
-def _now(now: datetime.datetime | None) -> datetime.datetime:
-    moment = datetime.datetime.now(UTC) if now is None else _require_aware(now)
-    # CRLs and OCSP responses carry whole seconds.
-    return moment.astimezone(UTC).replace(microsecond=0)
-
-
-def _revocation_of(entry: IssuedCertificate) -> tuple[datetime.datetime, x509.ReasonFlags | None]:
-    revocation = entry.revocation
-    if revocation is None:
-        raise ValueError(f"certificate {entry.serial:#x} is not revoked")
-    # RFC 5280 5.3.1: the reason code should be absent rather than unspecified.
-    unspecified = revocation.reason is RevocationReason.UNSPECIFIED
-    return revocation.time, None if unspecified else revocation.reason.flag
-
-
-def _authority_key_identifier(authority: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
-    key_id = authority.certificate.extensions.get_extension_for_class(
-        x509.SubjectKeyIdentifier
-    ).value
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(key_id)
-
-
-# --- CA side -------------------------------------------------------------------------------------
-
-
-def build_crl(
-    ca: TestCA,
-    kind: CertificateKind,
-    *,
-    now: datetime.datetime | None = None,
-    next_update: datetime.timedelta = CRL_VALIDITY,
-) -> x509.CertificateRevocationList:
-    """The complete CRL of one CA as of `now`, signed by it with sha256WithRSAEncryption."""
-    if next_update <= datetime.timedelta(0):
-        raise ValueError("next_update must be positive")
-    authority = ca.authority(kind)
-    this_update = _now(now)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(authority.certificate.subject)
-        .last_update(this_update)
-        .next_update(this_update + next_update)
-        .add_extension(_authority_key_identifier(authority), critical=False)
-        # The CRL is made afresh on demand and nothing is stored, so the number is the time:
-        # it increases from one CRL to the next as RFC 5280 asks.
-        .add_extension(x509.CRLNumber(int(this_update.timestamp())), critical=False)
-    )
-    for entry in ca.revoked(kind):
-        revocation_time, reason = _revocation_of(entry)
-        revoked = (
-            x509.RevokedCertificateBuilder()
-            .serial_number(entry.serial)
-            .revocation_date(revocation_time)
-        )
-        if reason is not None:
-            revoked = revoked.add_extension(x509.CRLReason(reason), critical=False)
-        builder = builder.add_revoked_certificate(revoked.build())
-    return builder.sign(authority.private_key, hashes.SHA256())
-
-
-def _subject_public_key_bits(public_key: CertificatePublicKeyTypes) -> bytes:
-    """The contents of the subjectPublicKey BIT STRING, which OCSP's key hashes cover."""
-    info = keys.PublicKeyInfo.load(
-        public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return bytes(info["public_key"])
-
-
-def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
-    context = hashes.Hash(algorithm)
-    context.update(data)
-    return context.finalize()
-
-
-def _issuer_hashes(
-    issuer_certificate: x509.Certificate, algorithm: hashes.HashAlgorithm
-) -> tuple[bytes, bytes]:
-    """issuerNameHash and issuerKeyHash of an OCSP CertID naming this issuer."""
-    name_hash = _digest(algorithm, issuer_certificate.subject.public_bytes())
-    key_hash = _digest(algorithm, _subject_public_key_bits(issuer_certificate.public_key()))
-    return name_hash, key_hash
-
-
-def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
-    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
-        serialization.Encoding.DER
-    )
-
-
-def _request_nonce(request: ocsp.OCSPRequest) -> bytes | None:
-    try:
-        return request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
-    except x509.ExtensionNotFound:
-        return None
-
-
-def build_ocsp_response(
-    ca: TestCA, request_der: bytes, *, now: datetime.datetime | None = None
-) -> bytes:
-    """The DER OCSP response to one DER request, signed by the CA that issued the certificate.
-
-    A request that does not parse gets malformedRequest; one naming neither CA (by issuer key
-    hash and name hash) gets unauthorized; a serial the CA never issued is answered unknown.
-    """
-    this_update = _now(now)
-    try:
-        request = ocsp.load_der_ocsp_request(request_der)
-        serial = request.serial_number
-        name_hash = request.issuer_name_hash
-        key_hash = request.issuer_key_hash
-        nonce = _request_nonce(request)
-    except ValueError:
-        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    try:
-        algorithm = request.hash_algorithm
-    except UnsupportedAlgorithm:
-        # Well-formed, but we cannot tell whether the hashes name one of our CAs.
-        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    # Both CAs have DNs of one pattern (and CA generations share a DN): the key decides.
-    authority = next(
-        (
-            candidate
-            for candidate in (ca.signature, ca.authentication)
-            if _issuer_hashes(candidate.certificate, algorithm) == (name_hash, key_hash)
-        ),
-        None,
-    )
-    if authority is None:
-        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    entry = ca.find_issued(serial)
-    revocation_time: datetime.datetime | None = None
-    reason: x509.ReasonFlags | None = None
-    if entry is None or entry.kind is not authority.kind:
-        status = ocsp.OCSPCertStatus.UNKNOWN
-    elif entry.revoked:
-        status = ocsp.OCSPCertStatus.REVOKED
-        revocation_time, reason = _revocation_of(entry)
-    else:
-        status = ocsp.OCSPCertStatus.GOOD
-    builder = (
-        ocsp.OCSPResponseBuilder()
-        .add_response_by_hash(
-            issuer_name_hash=name_hash,
-            issuer_key_hash=key_hash,
-            serial_number=serial,
-            algorithm=algorithm,
-            cert_status=status,
-            this_update=this_update,
-            next_update=this_update + OCSP_VALIDITY,
-            revocation_time=revocation_time,
-            revocation_reason=reason,
-        )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, authority.certificate)
-    )
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    response = builder.sign(authority.private_key, hashes.SHA256())
-    return response.public_bytes(serialization.Encoding.DER)
-
-
-# --- relying-party side --------------------------------------------------------------------------
 
 
 def _check_issued_by(certificate: x509.Certificate, issuer_certificate: x509.Certificate) -> None:
@@ -440,7 +263,7 @@ def _matching_single_response(
         if single.serial_number != certificate.serial_number:
             continue
         try:
-            expected = _issuer_hashes(issuer_certificate, single.hash_algorithm)
+            expected = ocsp_issuer_hashes(issuer_certificate, single.hash_algorithm)
         except UnsupportedAlgorithm:
             continue
         if (single.issuer_name_hash, single.issuer_key_hash) == expected:

@@ -1,20 +1,18 @@
 """Connections: the one thing the host code needs from a card is `transmit(bytes) -> bytes`.
 
-A virtual card in memory and (with the PC/SC transport) a card in a real reader both fit here,
-so every layer above works the same against either.
+A card in a PC/SC reader (real, or served with `jpki serve`) and a virtual card in this process
+(`card_emulator.VirtualCard` has `transmit` and `close`) both fit here, so every layer above
+works the same against either.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from card_emulator.card import VirtualCard
-from card_emulator.engine import CardPoweredOff
-from jpki.errors import CardConnectionError, CardRemovedError
+from jpki.client.errors import CardConnectionError, CardRemovedError
 
 
 class Connection(Protocol):
@@ -43,21 +41,39 @@ class ClosesOnExit:
         self.close()
 
 
-class VirtualCardConnection(ClosesOnExit):
-    """A connection to a virtual card in this process."""
+class InProcessCard(Protocol):
+    """What a card object in this process offers (`card_emulator.VirtualCard` does)."""
 
-    def __init__(self, card: VirtualCard) -> None:
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+    def reset(self) -> bytes: ...
+
+    def power_off(self) -> None: ...
+
+    def power_on(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessConnection(ClosesOnExit):
+    """A card object in this process (a virtual card); a card without power is a removed card."""
+
+    def __init__(self, card: InProcessCard) -> None:
         self.card = card
 
-    @classmethod
-    def open(cls, path: Path) -> VirtualCardConnection:
-        """The card in a file: PIN counters are written back, the file is locked meanwhile."""
-        return cls(VirtualCard.open(path))
+    def reset(self) -> bytes:
+        """Warm reset; returns the ATR."""
+        return self.card.reset()
+
+    def power_cycle(self) -> bytes:
+        """Power off and on again; returns the ATR."""
+        self.card.power_off()
+        return self.card.power_on()
 
     def transmit(self, apdu: bytes) -> bytes:
         try:
             return self.card.transmit(apdu)
-        except CardPoweredOff:
+        except ConnectionError:
             raise CardRemovedError("the card was removed") from None
 
     def close(self) -> None:
@@ -89,6 +105,25 @@ class PcscConnection(ClosesOnExit):
             self._connection.connect()
         except self._errors as error:
             raise CardConnectionError(f"no card in reader '{self.reader_name}' ({error})") from None
+
+    def _reconnect(self, disposition: str) -> bytes:
+        from smartcard import scard
+
+        try:
+            self._connection.reconnect(disposition=getattr(scard, disposition))
+            return bytes(self._connection.getATR())
+        except self._errors as error:
+            raise CardRemovedError(
+                f"the card was removed from '{self.reader_name}' ({error})"
+            ) from None
+
+    def reset(self) -> bytes:
+        """Warm reset; returns the ATR."""
+        return self._reconnect("SCARD_RESET_CARD")
+
+    def power_cycle(self) -> bytes:
+        """Power off and on again; returns the ATR."""
+        return self._reconnect("SCARD_UNPOWER_CARD")
 
     def transmit(self, apdu: bytes) -> bytes:
         try:

@@ -25,9 +25,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from jpki import revocation
-from jpki.ca import STATE_FILE, CAError, TestCA
-from jpki.certprofile import CertificateKind
+from jpki.certificates import CertificateKind
+from jpki.issuer import revocation
+from jpki.issuer.ca import STATE_FILE, CAError, TestCA
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from card_emulator.apdu import CommandApdu, ResponseApdu, redacted_hex
-from card_emulator.card import VirtualCard
-from card_emulator.profiles import AID
-from card_emulator.signing import SHA256_DIGEST_INFO_PREFIX
-from card_emulator.sw import describe
-from jpki.ca import TestCA
-from jpki.holder import Holder, Sex
-from jpki.provision import provision_card
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.apdu import CommandApdu, ResponseApdu, redacted_hex
+from card_emulator.vocabulary.identifiers import AID
+from card_emulator.vocabulary.sw import describe
+from jpki.cms import digest_info_sha256
+from jpki.issuer.ca import TestCA
+from jpki.issuer.holder import Holder, Sex
+from jpki.issuer.provision import provision_card
 
 DEMO_AUTH_PIN = "1234"
 DEMO_SIGN_PIN = "ABC123"
@@ -64,7 +64,7 @@ def run_demo(echo: Callable[[str], None]) -> bool:
     send("VERIFY retry query again", CommandApdu(0x00, 0x20, 0x00, 0x98))
     signature = send(
         "COMPUTE DIGITAL SIGNATURE (key 0017)",
-        CommandApdu(0x80, 0x2A, 0x00, 0x97, SHA256_DIGEST_INFO_PREFIX + digest, le=256),
+        CommandApdu(0x80, 0x2A, 0x00, 0x97, digest_info_sha256(digest), le=256),
     ).data
     send("READ the signature certificate (no password)", CommandApdu(0x00, 0xB0, 0x81, 0x00, le=4))
 

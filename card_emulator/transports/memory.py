@@ -11,8 +11,8 @@ from pathlib import Path
 from types import TracebackType
 
 from card_emulator.engine import CardEngine
-from card_emulator.image import CardImage
-from card_emulator.store import CardStore, FileStore, MemoryStore, read_image
+from card_emulator.state.image import CardImage
+from card_emulator.state.store import CardStore, FileStore, MemoryStore, read_image
 
 
 class VirtualCard:

@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from card_emulator.apdu import redacted_hex
-from card_emulator.sw import SW
+from card_emulator.errors import CardEmulatorError
+from card_emulator.vocabulary.apdu import redacted_hex
+from card_emulator.vocabulary.sw import SW
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963  # slot 0 of Debian's vpcd reader; slot N listens on 35963 + N
-READER_NAME = "Virtual PCD 00 {slot:02d}"  # how Debian's /etc/reader.conf.d/vpcd names slots
+READER_NAME = "Virtual PCD 00 {slot:02X}"  # how Debian's /etc/reader.conf.d/vpcd names slots
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 MAX_FRAME = 0xFFFF
 LENGTH_BYTES = 2
@@ -187,6 +188,9 @@ class VpcdLink:
             return None
         try:
             response = self.card.transmit(message)
+        except CardEmulatorError as error:  # e.g. a card file that cannot be written
+            log.error("%s", error)
+            response = SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")
         except Exception:  # noqa: BLE001 - a transport must never die on one APDU
             log.exception("card failed on %s", redacted_hex(message))
             response = SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")

@@ -1,0 +1,1 @@
+"""Durable card state: the card image, PIN reference data, and where the image lives."""

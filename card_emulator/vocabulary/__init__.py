@@ -1,0 +1,5 @@
+"""The card's vocabulary: what any client of a real My Number card also knows.
+
+APDU codec, status words, AIDs and file ids, the PINs with their rules, the keys and their
+certificates. Importing it loads nothing of the emulator (no engine, no state, no transport).
+"""

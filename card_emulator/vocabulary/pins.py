@@ -1,0 +1,71 @@
+"""The card's PINs, one table: where each lives, what people call it, and the rules it follows.
+
+These are the real card's rules, known to any client: a value that breaks them can never be
+right, so a host refuses it before it reaches the card (where it would cost a try).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from card_emulator.vocabulary.identifiers import AID, CardInfoFile, JpkiFile
+
+
+@dataclass(frozen=True)
+class PinRule:
+    """Length and alphabet a PIN must follow, and its retry limit."""
+
+    min_length: int
+    max_length: int
+    alphabet: str  # regular-expression character class body, e.g. "0-9" or "A-Z0-9"
+    max_tries: int
+
+    def accepts(self, value: bytes) -> bool:
+        pattern = f"[{self.alphabet}]{{{self.min_length},{self.max_length}}}"
+        return re.fullmatch(pattern.encode(), value) is not None
+
+    def describe(self) -> str:
+        """What a valid value looks like, e.g. `exactly 4 digits`."""
+        if self.alphabet == "0-9" and self.min_length == self.max_length:
+            return f"exactly {self.min_length} digits"
+        return f"{self.min_length} to {self.max_length} characters of {self.alphabet} (upper case)"
+
+
+FOUR_DIGITS = PinRule(min_length=4, max_length=4, alphabet="0-9", max_tries=3)
+SIGNATURE_PASSWORD = PinRule(min_length=6, max_length=16, alphabet="A-Z0-9", max_tries=5)
+COLLATION_NUMBER_A = PinRule(min_length=12, max_length=12, alphabet="0-9", max_tries=10)
+COLLATION_NUMBER_B = PinRule(min_length=14, max_length=14, alphabet="0-9", max_tries=10)
+
+
+class Pin(enum.Enum):
+    """The PINs a holder uses: (name, application, EF, label, rule)."""
+
+    AUTH = ("auth", AID.JPKI, JpkiFile.AUTHENTICATION_PIN, "authentication PIN", FOUR_DIGITS)
+    SIGN = ("sign", AID.JPKI, JpkiFile.SIGNATURE_PIN, "signature password", SIGNATURE_PASSWORD)
+    CARD_INFO = ("card-info", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.PIN, "card-info PIN",
+                 FOUR_DIGITS)  # fmt: skip
+    CARD_INFO_A = ("card-info-a", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.COLLATION_NUMBER_A,
+                   "collation number A", COLLATION_NUMBER_A)  # fmt: skip
+    CARD_INFO_B = ("card-info-b", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.COLLATION_NUMBER_B,
+                   "collation number B", COLLATION_NUMBER_B)  # fmt: skip
+
+    def __init__(self, key: str, application: AID, fid: int, label: str, rule: PinRule) -> None:
+        self.key = key
+        self.application = application
+        self.fid = fid
+        self.label = label
+        self.rule = rule
+
+    @property
+    def max_tries(self) -> int:
+        return self.rule.max_tries
+
+    def accepts(self, value: str) -> bool:
+        """Whether `value` can be this PIN at all (length and alphabet)."""
+        return value.isascii() and self.rule.accepts(value.encode())
+
+    @classmethod
+    def named(cls, key: str) -> Pin:
+        return next(pin for pin in cls if pin.key == key)

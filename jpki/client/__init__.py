@@ -1,0 +1,1 @@
+"""Talking to any My Number card, real or virtual: connection → APDU protocol → sessions."""
