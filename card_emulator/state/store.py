@@ -99,7 +99,8 @@ class FileStore:
         read_only = None if os.access(path, os.W_OK) else "the file is not writable"
         # Held open (and locked) for as long as the card is in use.
         try:
-            lock: IO[bytes] = open(os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")  # noqa: SIM115
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            lock: IO[bytes] = open(descriptor, "r+b")  # noqa: SIM115
         except OSError as exc:
             if exc.errno not in NOT_WRITABLE:
                 raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
