@@ -42,7 +42,11 @@ def _settings(ctx: click.Context, param: click.Parameter, atr: str | None) -> Ca
     if atr is None:
         return CardSettings()
     try:
-        return CardSettings(atr=bytes.fromhex(atr)).checked()
+        raw = bytes.fromhex(atr)
+    except ValueError:
+        raise click.BadParameter(f"{atr!r} is not hex") from None
+    try:
+        return CardSettings(atr=raw).checked()
     except ValueError as error:
         raise click.BadParameter(f"{atr!r}: {error}") from None
 
