@@ -66,6 +66,10 @@ class Pin(enum.Enum):
         """Whether `value` can be this PIN at all (length and alphabet)."""
         return value.isascii() and self.rule.accepts(value.encode())
 
+    def refusal(self, value: str) -> str | None:
+        """Why `value` can never be this PIN, or None if it can."""
+        return None if self.accepts(value) else f"the {self.label} must be {self.rule.describe()}"
+
     @classmethod
     def named(cls, key: str) -> Pin:
         return next(pin for pin in cls if pin.key == key)

@@ -55,8 +55,9 @@ class PinStatus:
 
 def check_pin_format(pin: Pin, value: str) -> None:
     """Refuse a value that cannot be this PIN, before it reaches the card and costs a try."""
-    if not pin.accepts(value):
-        raise PinFormatError(f"the {pin.label} must be {pin.rule.describe()}")
+    refusal = pin.refusal(value)
+    if refusal is not None:
+        raise PinFormatError(refusal)
 
 
 class CardSession:

@@ -34,8 +34,9 @@ class ProvisioningError(BadValueError):
 
 def check_pin(pin: Pin, value: str) -> None:
     """Refuse a PIN value the card would not accept for this PIN."""
-    if not pin.accepts(value):
-        raise ProvisioningError(f"the {pin.label} must be {pin.rule.describe()}")
+    refusal = pin.refusal(value)
+    if refusal is not None:
+        raise ProvisioningError(refusal)
 
 
 def _der(certificate: x509.Certificate) -> bytes:
