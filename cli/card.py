@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from card_emulator.errors import CardFileError
+from card_emulator.errors import CardFileError, CardImageError
 from card_emulator.state.image import CardSettings
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.vocabulary.pins import Pin
@@ -187,3 +187,34 @@ def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
     finally:
         store.close()
     click.echo(f"{Pin.named(which).label} unblocked")
+
+
+def _setting(change: str) -> tuple[str, object]:
+    name, separator, text = change.partition("=")
+    if not separator:
+        raise click.BadParameter(f"{change!r}: write NAME=VALUE", param_hint="SETTINGS")
+    value = {"true": True, "false": False}.get(text.lower(), text)
+    return name.strip(), value
+
+
+@card.command(epilog="Example: jpki card settings warm_reset_keeps_security_state=false")
+@card_option
+@click.argument("changes", nargs=-1, metavar="[NAME=VALUE]...")
+def settings(card_file: Path | None, changes: tuple[str, ...]) -> None:
+    """Show the card's settings, or change them (the card file is checksummed: edit it here)."""
+    updates = dict(_setting(change) for change in changes)
+    store = FileStore.open(card_path(card_file))
+    try:
+        if updates:
+            try:
+                store.image.settings = CardSettings.from_json(
+                    {**store.image.settings.to_json(), **updates}
+                )
+            except CardImageError as error:
+                raise click.BadParameter(str(error), param_hint="SETTINGS") from None
+            store.commit()
+        shown = store.image.settings.to_json()
+    finally:
+        store.close()
+    for name, value in shown.items():
+        click.echo(f"{name:<36} {json.dumps(value)}")

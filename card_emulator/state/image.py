@@ -8,7 +8,9 @@ references (salted hashes with retry counters).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +20,23 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from card_emulator.applications.model import BinaryFile, KeyFile, PinFile
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.errors import CardImageError
-from card_emulator.state.pin_reference import PinReference
+from card_emulator.state.pin_reference import (
+    DIGEST_LENGTH,
+    KDF_NAME,
+    MAX_ITERATIONS,
+    SALT_LENGTH,
+    PinReference,
+)
 
 FORMAT_NAME = "jpki-emulator-card"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHECKSUM_VERSION = 2  # version 1 files (no checksum) still open, and are written as version 2
+READABLE_VERSIONS = (1, 2)
+TOP_FIELDS = ("format", "version", "settings", "metadata", "applications")
+SETTINGS_FIELDS = (
+    "atr", "warm_reset_keeps_security_state", "wrong_length_pin_counts_as_attempt", "select_fci",
+)  # fmt: skip
+PIN_FIELDS = ("kdf", "iterations", "salt", "hash", "tries_left")
 DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
 MAX_ATR_BYTES = 33
 ATR_INITIAL_CHARACTERS = (0x3B, 0x3F)  # TS
@@ -46,16 +61,25 @@ class CardSettings:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CardSettings:
-        settings = cls(
-            atr=bytes.fromhex(data.get("atr", DEFAULT_ATR.hex())),
-            warm_reset_keeps_security_state=bool(data.get("warm_reset_keeps_security_state", True)),
-            wrong_length_pin_counts_as_attempt=bool(
-                data.get("wrong_length_pin_counts_as_attempt", True)
-            ),
-            select_fci=bytes.fromhex(data.get("select_fci", "")),
-        )
-        return settings.checked()
+    def from_json(cls, data: Any, where: str = "settings") -> CardSettings:
+        fields = _object(data, where, SETTINGS_FIELDS)
+        try:
+            return cls(
+                atr=_hex(fields["atr"], f"{where}.atr"),
+                warm_reset_keeps_security_state=_boolean(
+                    fields["warm_reset_keeps_security_state"],
+                    f"{where}.warm_reset_keeps_security_state",
+                ),
+                wrong_length_pin_counts_as_attempt=_boolean(
+                    fields["wrong_length_pin_counts_as_attempt"],
+                    f"{where}.wrong_length_pin_counts_as_attempt",
+                ),
+                select_fci=_hex(fields["select_fci"], f"{where}.select_fci"),
+            ).checked()
+        except CardImageError:
+            raise
+        except ValueError as error:
+            raise CardImageError(f"{where}.atr: {error}") from None
 
     def checked(self) -> CardSettings:
         """These settings, if a card can have them; else ValueError saying why."""
@@ -87,6 +111,7 @@ class CardImage:
         return self.applications.setdefault(application, ApplicationContents())
 
     def to_json(self) -> dict[str, Any]:
+        """Everything but the checksum, in the order the file shows it."""
         apps: dict[str, Any] = {}
         for name, contents in self.applications.items():
             apps[name] = {
@@ -106,59 +131,153 @@ class CardImage:
         }
 
     def dumps(self) -> bytes:
-        return json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode() + b"\n"
+        """The file's bytes: the content, then a checksum over it, so any change is detected."""
+        content = self.to_json()
+        document = {**content, "checksum": _checksum(content)}
+        return json.dumps(document, ensure_ascii=False, indent=1).encode() + b"\n"
 
     @classmethod
     def loads(cls, raw: bytes) -> CardImage:
-        """Parse and check a card image; any defect raises CardImageError with one readable line."""
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CardImageError(f"not a card image (invalid JSON: {exc})") from None
+        """Parse and check a card image strictly: unknown, missing, duplicate or mistyped fields,
+        values out of range, a wrong checksum or bytes not as this emulator writes them are
+        refused with one line naming the field. Nothing is loaded from a partial reading."""
+        data = _parse(raw)
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise CardImageError(f"not a card image (format is not {FORMAT_NAME!r})")
-        if data.get("version") != FORMAT_VERSION:
+        version = data.get("version")
+        if version not in READABLE_VERSIONS or type(version) is not int:
             raise CardImageError(
-                f"card image version {data.get('version')!r} is not supported "
-                f"(this emulator reads version {FORMAT_VERSION})"
+                f"card image version {version!r} is not supported "
+                f"(this emulator reads versions {', '.join(map(str, READABLE_VERSIONS))})"
             )
-        try:
-            return cls._from_json(data)
-        except CardImageError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CardImageError(f"corrupt card image: {type(exc).__name__}: {exc}") from None
+        with_checksum = ("checksum",) if version >= CHECKSUM_VERSION else ()
+        fields = _object(data, "card image", (*TOP_FIELDS, *with_checksum))
+        if with_checksum:
+            content = {name: value for name, value in data.items() if name != "checksum"}
+            if fields["checksum"] != _checksum(content):
+                raise CardImageError(
+                    "checksum mismatch: the file was changed outside jpki or is damaged "
+                    "(change settings with `jpki card settings`)"
+                )
+        image = cls._from_json(fields)
+        if with_checksum and image.dumps() != raw:
+            raise CardImageError("not in the form jpki writes (edited by hand?)")
+        return image
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> CardImage:
-        image = cls(
-            settings=CardSettings.from_json(data.get("settings", {})),
-            metadata=dict(data.get("metadata", {})),
-        )
-        for name, app_data in data["applications"].items():
+        metadata = data["metadata"]
+        if not isinstance(metadata, dict):
+            raise CardImageError("metadata must be an object")
+        image = cls(settings=CardSettings.from_json(data["settings"]), metadata=metadata)
+        applications = data["applications"]
+        if not isinstance(applications, dict):
+            raise CardImageError("applications must be an object")
+        for name, app_data in applications.items():
             profile = APPLICATIONS.by_name(name)
             if profile is None:
-                raise CardImageError(f"card image has unknown application {name!r}")
+                raise CardImageError(f"applications: unknown application {name!r}")
+            sections = _object(app_data, f"applications.{name}", ("files", "keys", "pins"))
             contents = image.contents(name)
-            for section in ("files", "keys", "pins"):
-                for fid_text, value in app_data.get(section, {}).items():
-                    fid = int(fid_text, 16)
-                    spec = profile.file(fid)
-                    expected = {"files": BinaryFile, "keys": KeyFile, "pins": PinFile}[section]
-                    if not isinstance(spec, expected):
-                        raise CardImageError(f"{name}: EF {fid_text} is not one of its {section}")
+            for section, kind in (("files", BinaryFile), ("keys", KeyFile), ("pins", PinFile)):
+                entries = _object(sections[section], f"applications.{name}.{section}", ())
+                for fid_text, value in entries.items():
+                    where = f"applications.{name}.{section}.{fid_text}"
+                    spec = profile.file(_fid(fid_text, where))
+                    if not isinstance(spec, kind):
+                        raise CardImageError(f"{where}: not one of the {section} of {name}")
                     if isinstance(spec, BinaryFile):
-                        contents.files[fid] = base64.b64decode(value, validate=True)
+                        contents.files[spec.fid] = _base64(value, where)
                     elif isinstance(spec, KeyFile):
-                        contents.keys[fid] = _load_key(value, f"{name}: key {fid_text}")
+                        contents.keys[spec.fid] = _load_key(value, where)
                     elif isinstance(spec, PinFile):
-                        pin = PinReference.from_json(value)
-                        if pin.tries_left > spec.rule.max_tries:
-                            raise CardImageError(
-                                f"{name}: PIN {fid_text} has more tries left than its maximum"
-                            )
-                        contents.pins[fid] = pin
+                        contents.pins[spec.fid] = _pin_reference(value, where, spec)
         return image
+
+
+def _parse(raw: bytes) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        duplicate = next((name for name in names if names.count(name) > 1), None)
+        if duplicate is not None:
+            raise CardImageError(f"field {duplicate!r} appears twice")
+        return dict(pairs)
+
+    try:
+        return json.loads(raw, object_pairs_hook=no_duplicates)
+    except CardImageError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:  # JSON errors, integers too long to read
+        raise CardImageError(f"not a card image (invalid JSON: {exc})") from None
+    except RecursionError:
+        raise CardImageError("not a card image (nested too deeply)") from None
+
+
+def _checksum(content: dict[str, Any]) -> str:
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _object(value: Any, where: str, required: tuple[str, ...] | None) -> dict[str, Any]:
+    """`value` as an object with exactly the `required` fields (any names when empty)."""
+    if not isinstance(value, dict):
+        raise CardImageError(f"{where} must be an object")
+    if required:
+        unknown = next((name for name in value if name not in required), None)
+        if unknown is not None:
+            raise CardImageError(f"{where}: unknown field {unknown!r}")
+        missing = next((name for name in required if name not in value), None)
+        if missing is not None:
+            raise CardImageError(f"{where}: missing field {missing!r}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        raise CardImageError(f"{where} must be true or false, not {value!r}")
+    return value
+
+
+def _integer(value: Any, where: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise CardImageError(f"{where} must be an integer from {low} to {high}")
+    return value
+
+
+def _hex(value: Any, where: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[0-9A-Fa-f]{2})*", value):
+        raise CardImageError(f"{where} must be hex digits")
+    data = bytes.fromhex(value)
+    if size is not None and len(data) != size:
+        raise CardImageError(f"{where} must be {size} bytes")
+    return data
+
+
+def _base64(value: Any, where: str) -> bytes:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise CardImageError(f"{where} must be base64") from None
+
+
+def _fid(text: str, where: str) -> int:
+    if not re.fullmatch(r"[0-9A-F]{4}", text):
+        raise CardImageError(f"{where}: a file id is 4 upper-case hex digits")
+    return int(text, 16)
+
+
+def _pin_reference(value: Any, where: str, spec: PinFile) -> PinReference:
+    fields = _object(value, where, PIN_FIELDS)
+    if fields["kdf"] != KDF_NAME:
+        raise CardImageError(f"{where}.kdf: unsupported PIN hash {fields['kdf']!r}")
+    return PinReference(
+        salt=_hex(fields["salt"], f"{where}.salt", SALT_LENGTH),
+        digest=_hex(fields["hash"], f"{where}.hash", DIGEST_LENGTH),
+        iterations=_integer(fields["iterations"], f"{where}.iterations", 1, MAX_ITERATIONS),
+        tries_left=_integer(fields["tries_left"], f"{where}.tries_left", 0, spec.rule.max_tries),
+    )
 
 
 def _key_pem(key: rsa.RSAPrivateKey) -> str:
@@ -169,10 +288,12 @@ def _key_pem(key: rsa.RSAPrivateKey) -> str:
     ).decode()
 
 
-def _load_key(pem: str, where: str) -> rsa.RSAPrivateKey:
+def _load_key(pem: Any, where: str) -> rsa.RSAPrivateKey:
     try:
+        if not isinstance(pem, str):
+            raise ValueError("not a string")
         key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise CardImageError(f"{where} is not a readable private key ({exc})") from None
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != RSA_KEY_BITS:
         raise CardImageError(f"{where} must be an RSA-{RSA_KEY_BITS} key")

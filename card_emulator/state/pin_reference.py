@@ -11,6 +11,8 @@ from typing import Any
 KDF_NAME = "pbkdf2-sha256-length-prefixed"
 DEFAULT_ITERATIONS = 20_000
 SALT_LENGTH = 16
+DIGEST_LENGTH = 32
+MAX_ITERATIONS = 10_000_000
 
 
 def _derive(value: bytes, salt: bytes, iterations: int) -> bytes:
@@ -53,13 +55,3 @@ class PinReference:
             "hash": self.digest.hex(),
             "tries_left": self.tries_left,
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PinReference:
-        if data.get("kdf") != KDF_NAME:
-            raise ValueError(f"unsupported PIN hash {data.get('kdf')!r}")
-        tries = data["tries_left"]
-        iterations = data["iterations"]
-        if not isinstance(tries, int) or tries < 0 or not isinstance(iterations, int):
-            raise ValueError("PIN retry counter and iterations must be non-negative integers")
-        return cls(bytes.fromhex(data["salt"]), bytes.fromhex(data["hash"]), iterations, tries)

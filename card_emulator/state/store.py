@@ -13,28 +13,55 @@ from card_emulator.errors import CardFileError, CardImageError
 from card_emulator.state.image import CardImage
 
 PRIVATE_FILE_MODE = 0o600  # card images hold private keys
+PRIVATE_DIRECTORY_MODE = 0o700
+TEMPORARY_PREFIX = "."
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def _replace_image(path: Path, data: bytes) -> None:
-    """Replace the card file so that a crash leaves either the old or the new image, whole."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # Created 0600 from the start: the image holds private keys.
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """A synced, private copy of `data` beside `path`, to be renamed or linked into place."""
+    temporary = path.with_name(f"{TEMPORARY_PREFIX}{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask: the image holds private keys
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # makes a rename or a link itself durable
+    finally:
+        os.close(fd)
+
+
+def _replace_image(path: Path, data: bytes) -> None:
+    """Replace the card file so that a crash leaves either the old or the new image, whole."""
+    temporary = _write_temporary(path, data)
+    try:
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # makes the rename itself durable
-    finally:
-        os.close(directory)
+    _sync_directory(path.parent)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Copies a crash left behind mid-write (never the card: the rename had not happened)."""
+    for leftover in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def real_card_path(path: Path) -> Path:
+    """The card file itself, symbolic links followed: a link gets no lock and no copy of its own."""
+    return Path(os.path.realpath(path))
 
 
 def read_image(path: Path) -> CardImage:
@@ -75,13 +102,18 @@ class FileStore:
 
     @classmethod
     def create(cls, path: Path, image: CardImage) -> None:
-        """Write a new card file; refuses to overwrite one that exists."""
-        path = Path(path)
-        if path.exists():
-            raise CardFileError(f"{path} already exists; refusing to overwrite a card")
+        """Write a new card file; refuses, atomically, to replace one that exists."""
+        real = real_card_path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _replace_image(path, image.dumps())
+            _make_directories(real.parent)
+            temporary = _write_temporary(real, image.dumps())
+            try:
+                os.link(temporary, real)  # fails if the card exists, even if created meanwhile
+            finally:
+                temporary.unlink(missing_ok=True)
+            _sync_directory(real.parent)
+        except FileExistsError:
+            raise CardFileError(f"{path} already exists; refusing to overwrite a card") from None
         except OSError as exc:
             raise CardFileError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -92,14 +124,21 @@ class FileStore:
         A card file that this process may not change (read-only mount, directory or file)
         still opens: reading works, and a command that must change the card says so.
         """
-        path = Path(path)
+        named, path = Path(path), real_card_path(path)
         if not path.is_file():
-            read_image(path)  # raises the readable error
+            read_image(named)  # raises the readable error
+        links = path.stat().st_nlink
+        if links > 1:
+            raise CardFileError(
+                f"{named} has {links} hard links; a card file must have one name "
+                "(each name would get a lock of its own)"
+            )
         lock_path = path.with_name(path.name + ".lock")
         read_only = None if os.access(path, os.W_OK) else "the file is not writable"
         # Held open (and locked) for as long as the card is in use.
         try:
             descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            os.fchmod(descriptor, PRIVATE_FILE_MODE)
             lock: IO[bytes] = open(descriptor, "r+b")  # noqa: SIM115
         except OSError as exc:
             if exc.errno not in NOT_WRITABLE:
@@ -114,7 +153,7 @@ class FileStore:
             lock.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise CardFileError(
-                    f"{path} is in use by another process (pid {holder}); "
+                    f"{named} is in use by another process (pid {holder}); "
                     "a card can be in one reader at a time"
                 ) from None
             raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
@@ -122,6 +161,7 @@ class FileStore:
             lock.truncate(0)
             lock.write(str(os.getpid()).encode())
             lock.flush()
+            _remove_leftovers(path)
         try:
             image = read_image(path)
         except CardFileError:
@@ -154,3 +194,14 @@ class FileStore:
 
 
 CardStore = MemoryStore | FileStore
+
+
+def _make_directories(directory: Path) -> None:
+    """Create missing directories private (0700), whatever the umask; existing ones are kept."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(mode=PRIVATE_DIRECTORY_MODE, exist_ok=True)
+        os.chmod(created, PRIVATE_DIRECTORY_MODE)
