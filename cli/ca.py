@@ -19,7 +19,7 @@ from jpki.certificates import CertificateKind
 from jpki.issuer.ca import RevocationReason, TestCA
 from jpki.issuer.profile import DEFAULT_OCSP_URL
 from jpki.issuer.revocation import build_crl
-from jpki.issuer.server import make_server
+from jpki.issuer.server import REQUEST_DEADLINE_SECONDS, make_server
 from jpki.paths import ca_directory
 
 KINDS = [kind.key for kind in CertificateKind]
@@ -103,10 +103,13 @@ def crl(which: str, output: Path, force: bool, pem: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback unless you say otherwise).")  # fmt: skip
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def serve(host: str, port: int) -> None:
+@click.option("--deadline", default=REQUEST_DEADLINE_SECONDS, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds a whole request may take to arrive.")  # fmt: skip
+def serve(host: str, port: int, deadline: float) -> None:
     """Serve OCSP (POST /ocsp) and CRLs (/crl/signature.crl, /crl/authentication.crl)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with make_server(ca_directory(), host, port) as server:
+    with make_server(ca_directory(), host, port, deadline) as server:
         click.echo(
             f"OCSP at {server.base_url}/ocsp, CRLs at {server.base_url}/crl/",
         )

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import io
 import logging
+import socket
 import socketserver
+import sys
 import threading
+import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
@@ -37,8 +43,13 @@ OCSP_PATH = "/ocsp"
 CRL_PATHS = {f"/crl/{kind.value}.crl": kind for kind in CertificateKind}
 # An OCSP request for one certificate is a few hundred bytes.
 MAX_REQUEST_BYTES = 64 * 1024
-# A client that stops sending does not hold a thread for longer than this.
-REQUEST_TIMEOUT_SECONDS = 10
+# A whole request (headers and body) must arrive within this, however slowly it trickles in.
+REQUEST_DEADLINE_SECONDS = 10.0
+# Connections served at once; more are answered 503 and closed, so a flood cannot exhaust threads.
+MAX_CONNECTIONS = 64
+BUSY_RESPONSE = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
 MAX_LOGGED_PATH_CHARACTERS = 80
 BASE64_QUANTUM = 4
 
@@ -67,11 +78,50 @@ class CAStateCache:
 
 
 class CAServer(ThreadingHTTPServer):
-    """A threading HTTP server answering OCSP and CRL requests for one test CA directory."""
+    """A threading HTTP server answering OCSP and CRL requests for one test CA directory.
 
-    def __init__(self, address: tuple[str, int], cache: CAStateCache) -> None:
+    Each connection has a deadline for its whole request, at most `MAX_CONNECTIONS` are served
+    at once, and a client that misbehaves or goes away costs one log line, never a traceback.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        cache: CAStateCache,
+        deadline: float = REQUEST_DEADLINE_SECONDS,
+    ) -> None:
         self.ca_state = cache
+        self.deadline = deadline
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _CARequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            logger.warning("%s: too many connections, answered 503", client_address[0])
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY_RESPONSE)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # went away, reset, or too slow: nothing to answer
+            logger.info("%s: connection dropped (%s)", client_address[0], error)
+        else:
+            logger.error("%s: %s: %s", client_address[0], type(error).__name__, error)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also looks up the host's FQDN, which can stall without DNS.
@@ -116,10 +166,31 @@ def _internal_error_response() -> bytes:
     ).public_bytes(serialization.Encoding.DER)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's receiving side that fails once the request's deadline has passed."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self._connection = connection
+        self._deadline = time.monotonic() + deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took longer than its deadline")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
 class _CARequestHandler(BaseHTTPRequestHandler):
     server: CAServer
     server_version = "jpki-test-ca"
-    timeout = REQUEST_TIMEOUT_SECONDS
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.server.deadline))
 
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
@@ -140,7 +211,11 @@ class _CARequestHandler(BaseHTTPRequestHandler):
         if length > MAX_REQUEST_BYTES:
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
             return
-        self._answer_ocsp(self.rfile.read(length))
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.send_error(HTTPStatus.BAD_REQUEST, "body shorter than its Content-Length")
+            return
+        self._answer_ocsp(body)
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
@@ -185,19 +260,30 @@ class _CARequestHandler(BaseHTTPRequestHandler):
             status,
         )
 
+    def log_error(self, format: str, *args: object) -> None:
+        if args and isinstance(args[0], TimeoutError):  # nothing else reports a slow client
+            logger.info("%s: request timed out", self.client_address[0])
+        else:
+            self.log_message(format, *args)
+
     def log_message(self, format: str, *args: object) -> None:
         # Error details repeat the request line, already logged once by log_request.
         logger.debug("%s %s", self.client_address[0], format % args)
 
 
-def make_server(ca_directory: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> CAServer:
+def make_server(
+    ca_directory: Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    deadline: float = REQUEST_DEADLINE_SECONDS,
+) -> CAServer:
     """A server bound to host:port (0 picks a free port; see `.port`), not yet serving.
 
     Raises CAError at once when the directory holds no usable test CA.
     """
     cache = CAStateCache(ca_directory)
     cache.current()
-    return CAServer((host, port), cache)
+    return CAServer((host, port), cache, deadline)
 
 
 def serve(ca_directory: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
