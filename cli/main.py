@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Iterable
@@ -10,34 +11,66 @@ from typing import Any, NoReturn
 
 import click
 
-from card_emulator.errors import CardEmulatorError, CardPoweredOff
-from cli import card as card_commands
-from cli.apdu import apdu, demo
-from cli.ca import ca
-from cli.cert import cert
 from cli.context import CliState, reader_option
-from cli.documents import login, sign, verify
 from cli.exits import Exit
-from cli.pcsc import readers, serve
-from cli.pin import pin
-from jpki.client.errors import ApduError, CardConnectionError, PinError
-from jpki.errors import BadValueError, JpkiError
-from jpki.issuer.ca import CAError
 
-# Most specific first: the first class an error is an instance of decides its exit code.
-EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit], ...] = (
-    (CardPoweredOff, Exit.CARD),
-    (CardEmulatorError, Exit.CARD_FILE),
-    (CAError, Exit.CA),
-    (BadValueError, Exit.BAD_VALUE),
-    (PinError, Exit.PIN),
-    ((CardConnectionError, ApduError), Exit.CARD),
-    (JpkiError, Exit.FAILURE),
-    (ValueError, Exit.BAD_VALUE),
-)
+# Subcommands load on first use, so `jpki --help` and `jpki pin status` pay only for their own.
+COMMANDS = {
+    "card": ("cli.card", "card", "Issue and inspect virtual cards."),
+    "ca": ("cli.ca", "ca", "The built-in test CA in $JPKI_HOME/ca."),
+    "apdu": ("cli.apdu", "apdu", "Send APDUs in hex to the card, all in one session."),
+    "demo": ("cli.apdu", "demo", "Walk through reading, PIN checks and signing on a card."),
+    "cert": ("cli.cert", "cert", "Certificates on the card."),
+    "pin": ("cli.pin", "pin", "PIN tries left, and PIN change."),
+    "sign": ("cli.documents", "sign", "Sign a file with the card (CMS, SHA-256)."),
+    "verify": ("cli.documents", "verify", "Verify a CMS signature over a document."),
+    "login": ("cli.documents", "login", "Log in as a relying party sees it."),
+    "serve": ("cli.pcsc", "serve", "Serve cards in vpcd reader slots (PC/SC)."),
+    "readers": ("cli.pcsc", "readers", "List PC/SC readers and whether each holds a card."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when they are used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, _, help_text) in COMMANDS.items()])
+
+
+def _exit_code(error: BaseException) -> Exit | None:
+    """The exit code of a known failure (imported here: only failures pay for it)."""
+    from card_emulator.errors import CardEmulatorError, CardPoweredOff
+    from jpki.client.errors import ApduError, CardConnectionError, PinError
+    from jpki.errors import BadValueError, JpkiError
+    from jpki.issuer.ca import CAError
+
+    # Most specific first: the first class the error is an instance of decides.
+    codes: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit], ...] = (
+        (CardPoweredOff, Exit.CARD),
+        (CardEmulatorError, Exit.CARD_FILE),
+        (CAError, Exit.CA),
+        (BadValueError, Exit.BAD_VALUE),
+        (PinError, Exit.PIN),
+        ((CardConnectionError, ApduError), Exit.CARD),
+        (JpkiError, Exit.FAILURE),
+        (ValueError, Exit.BAD_VALUE),
+    )
+    return next((code for kinds, code in codes if isinstance(error, kinds)), None)
 
 
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Example: jpki card create --auth-pin 1234 --sign-pin ABC123 && jpki pin status",
 )
@@ -68,10 +101,6 @@ def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-for command in (card_commands.card, ca, apdu, demo, cert, pin, sign, verify, login, serve, readers):
-    cli.add_command(command)
-
-
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"jpki: error: {message}", err=True)
     sys.exit(code)
@@ -92,9 +121,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", Exit.FAILURE)
     except Exception as exc:
-        for kinds, code in EXIT_CODES:
-            if isinstance(exc, kinds):
-                _fail(str(exc), code)
+        code = _exit_code(exc)
+        if code is not None:
+            _fail(str(exc), code)
         if isinstance(exc, OSError):
             _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), Exit.FAILURE)
         raise
