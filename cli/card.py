@@ -15,21 +15,22 @@ from card_emulator.state.image import CardSettings
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret, card_option, card_path
-from jpki.issuer.ca import CAError, TestCA
+from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.holder import Holder, Sex, with_check_digit
 from jpki.issuer.provision import card_summary, check_pin, provision_card, unblock_pin
 from jpki.paths import ca_directory
 
 
 def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
-    """The CA in `directory`, created on first use."""
-    try:
-        return TestCA.load(directory)
-    except CAError:
-        if (directory / "ca.json").exists():
-            raise  # a CA is there but broken: never replace it silently
-    click.echo(f"Creating the test CA in {directory}", err=True)
-    return TestCA.create(directory, production_dn=production_dn)
+    """The CA in `directory`, created on first use: only where none of a CA's files exist, since
+    a new CA over old keys would leave every card they issued untrusted."""
+    if not existing_ca_files(directory):
+        click.echo(f"Creating the test CA in {directory}", err=True)
+        try:
+            return TestCA.create(directory, production_dn=production_dn)
+        except CAExistsError:
+            pass  # another process created it meanwhile: use theirs
+    return TestCA.load(directory)
 
 
 def _prompt_pin(pin: Pin) -> str:

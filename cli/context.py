@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from jpki.client.errors import CardConnectionError
 from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
 from jpki.paths import ca_directory, default_card_path
-from jpki.relying_party.verify import TrustStore
+from jpki.relying_party.verify import TrustAnchorError, TrustStore
 
 PIN_ENVIRONMENT_VARIABLE = "JPKI_PIN"
 READER_ENVIRONMENT_VARIABLE = "JPKI_READER"
@@ -129,13 +130,27 @@ def pin_value(given: str | None, label: str) -> str:
 
 
 def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
-    """Pinned CA certificates: the --ca-cert files, else the test CA in $JPKI_HOME/ca."""
-    if ca_certificates:
-        return TrustStore.from_files(ca_certificates)
-    directory = ca_directory()
-    pinned = sorted(directory.glob("*-ca.pem"))
-    if not pinned:
-        raise click.UsageError(
-            f"no CA certificates to trust: give --ca-cert, or create {directory}"
-        )
-    return TrustStore.from_files(pinned)
+    """Pinned CA certificates: the --ca-cert files, else the test CA in $JPKI_HOME/ca.
+
+    A damaged anchor, or one that others could have replaced (in a group- or world-writable
+    file or directory), is refused as a test CA error (exit 4), naming the file.
+    """
+    from jpki.issuer.ca import CAError  # here: commands that trust nothing never load the issuer
+
+    try:
+        if ca_certificates:
+            return TrustStore.from_files(ca_certificates)
+        directory = ca_directory()
+        if directory.is_dir() and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CAError(
+                f"{directory} is group- or world-writable: anyone could put their own CA among "
+                f"the trusted ones (chmod go-w {directory})"
+            )
+        pinned = sorted(directory.glob("*-ca.pem"))
+        if not pinned:
+            raise click.UsageError(
+                f"no CA certificates to trust: give --ca-cert, or create {directory}"
+            )
+        return TrustStore.from_files(pinned)
+    except TrustAnchorError as error:
+        raise CAError(str(error)) from None

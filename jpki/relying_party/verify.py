@@ -8,11 +8,14 @@ and revocation by CRL or OCSP.
 from __future__ import annotations
 
 import datetime
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from jpki.certificates import (
     CertificateKind,
@@ -23,6 +26,15 @@ from jpki.certificates import (
 )
 from jpki.errors import JpkiError
 from jpki.relying_party.revocation import RevocationCheckError, check_crl, check_ocsp
+
+# Parsing errors of a certificate that cryptography may raise lazily, on first use of a part.
+CERTIFICATE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
+WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+
+
+class TrustAnchorError(JpkiError):
+    """A pinned CA certificate file that cannot be trusted: unreadable, damaged, or writable by
+    others (who could have put their own CA in its place)."""
 
 
 class VerificationError(JpkiError):
@@ -70,13 +82,11 @@ class TrustStore:
 
     @classmethod
     def from_files(cls, paths: Iterable[Path]) -> TrustStore:
+        """The certificates in PEM or DER files; raises TrustAnchorError naming a file that is
+        unreadable, damaged, or group- or world-writable."""
         certificates = []
         for path in paths:
-            data = Path(path).read_bytes()
-            if b"-----BEGIN" in data:
-                certificates.extend(x509.load_pem_x509_certificates(data))
-            else:
-                certificates.append(x509.load_der_x509_certificate(data))
+            certificates.extend(_read_anchors(Path(path)))
         return cls(certificates)
 
     def issuer_of(self, certificate: x509.Certificate) -> x509.Certificate | None:
@@ -88,6 +98,46 @@ class TrustStore:
             if issued_by(certificate, candidate):
                 return candidate
         return None
+
+
+def _read_anchors(path: Path) -> list[x509.Certificate]:
+    data = _read_anchor_file(path)
+    try:
+        if b"-----BEGIN" in data:
+            certificates = x509.load_pem_x509_certificates(data)
+        else:
+            certificates = [x509.load_der_x509_certificate(data)]
+        for certificate in certificates:
+            _parse_whole(certificate)
+    except CERTIFICATE_ERRORS:
+        raise TrustAnchorError(f"{path} is damaged: not a readable certificate") from None
+    # A self-issued CA certificate carries its own signature: damage anywhere breaks it.
+    if any(c.issuer == c.subject and not issued_by(c, c) for c in certificates):
+        raise TrustAnchorError(f"{path} is damaged: its self-signature does not verify")
+    return certificates
+
+
+def _read_anchor_file(path: Path) -> bytes:
+    """The file's bytes, checked on the open file so that it cannot be swapped in between."""
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_mode & WRITABLE_BY_OTHERS:
+                raise TrustAnchorError(
+                    f"{path} is group- or world-writable: anyone could replace the CA it pins "
+                    f"(chmod go-w {path})"
+                )
+            return handle.read()
+    except OSError as error:
+        raise TrustAnchorError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _parse_whole(certificate: x509.Certificate) -> None:
+    """Parse every part now: cryptography parses some lazily, and would fail later, elsewhere."""
+    certificate.public_key()
+    for extension in certificate.extensions:
+        _ = extension.value
+    _ = (certificate.issuer, certificate.subject, certificate.signature_hash_algorithm)
+    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
 
 
 def _check_validity(certificate: x509.Certificate, at: datetime.datetime, what: str) -> None:
