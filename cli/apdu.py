@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from card_emulator.vocabulary.apdu import redacted_hex
-from cli.context import card_option, open_connection
+from cli.context import open_connection
 from cli.demo import run_demo
 from cli.exits import Exit
+from cli.options import card_option
 
 log = logging.getLogger(__name__)
 RESET = "reset"  # warm reset: prints the ATR, keeps the security state like the card

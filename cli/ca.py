@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from card_emulator.state.store import read_image
 from card_emulator.vocabulary.keys import Key
-from cli.context import card_option, card_path
+from cli.options import card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki.certificates import CertificateKind
 from jpki.issuer.ca import RevocationReason, TestCA

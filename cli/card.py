@@ -14,7 +14,8 @@ from card_emulator.errors import CardFileError, CardImageError
 from card_emulator.state.image import CardSettings
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.vocabulary.pins import Pin
-from cli.context import ask_secret, card_option, card_path
+from cli.context import ask_secret
+from cli.options import card_option, card_path
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.holder import Holder, Sex, with_check_digit
 from jpki.issuer.provision import card_summary, check_pin, provision_card, unblock_pin

@@ -9,7 +9,8 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from card_emulator.vocabulary.keys import Certificate
-from cli.context import card_option, card_session, pin_option, pin_value
+from cli.context import card_session, pin_value
+from cli.options import card_option, pin_option
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki import certificates
 

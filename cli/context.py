@@ -1,20 +1,19 @@
-"""What the top-level `jpki` options leave for the subcommands, and how commands reach a card."""
+"""How commands reach a card, ask for a PIN, and pick the CAs they trust."""
 
 from __future__ import annotations
 
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from card_emulator.errors import CardFileError
 from card_emulator.transports.memory import VirtualCard
+from cli.options import PIN_ENVIRONMENT_VARIABLE, READER_ENVIRONMENT_VARIABLE, state
 from jpki.client.connection import InProcessConnection, PcscConnection
 from jpki.client.errors import CardConnectionError
 from jpki.client.protocol import ApduProtocol
@@ -22,66 +21,18 @@ from jpki.client.session import JpkiSession
 from jpki.paths import ca_directory, default_card_path
 from jpki.relying_party.verify import TrustAnchorError, TrustStore
 
-PIN_ENVIRONMENT_VARIABLE = "JPKI_PIN"
-READER_ENVIRONMENT_VARIABLE = "JPKI_READER"
-F = TypeVar("F", bound=Callable[..., Any])
 CardConnection = InProcessConnection | PcscConnection
-
-
-@dataclass
-class CliState:
-    card_path: Path | None = None
-    reader: str | None = None
-
-
-def _state() -> CliState:
-    return click.get_current_context().find_object(CliState) or CliState()
-
-
-def card_path(own: Path | None = None) -> Path:
-    """The card file: the subcommand's `--card`, else the top-level one, else the default."""
-    return own or _state().card_path or default_card_path()
-
-
-def _remember_reader(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.ensure_object(CliState).reader = value
-
-
-reader_option = click.option(
-    "--reader",
-    help="PC/SC reader name or a unique part of it (default: $JPKI_READER; with neither a "
-    "reader nor a card file, the only reader holding a card).",
-    expose_value=False,
-    callback=_remember_reader,
-)
-card_file_option = click.option(
-    "--card",
-    "card_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Card file (default: the top-level --card, else $JPKI_HOME/card.json).",
-)
-
-
-def card_option(command: F) -> F:
-    """--card (a virtual card file) and --reader (a card in a PC/SC reader)."""
-    return card_file_option(reader_option(command))
-
-
-pin_option = click.option(
-    "--pin", help=f"The PIN (default: ${PIN_ENVIRONMENT_VARIABLE}, else a hidden prompt)."
-)
 
 
 def open_connection(own: Path | None = None) -> CardConnection:
     """The card to talk to: `--reader` or `--card` (not both); else $JPKI_READER; else the
     default card file if it exists; else the only PC/SC reader holding a card."""
-    state = _state()
-    named_file = own or state.card_path
-    if state.reader and named_file is not None:
+    chosen = state()
+    named_file = own or chosen.card_path
+    if chosen.reader and named_file is not None:
         raise click.UsageError("give --card or --reader, not both")
-    if state.reader:
-        return PcscConnection(state.reader)
+    if chosen.reader:
+        return PcscConnection(chosen.reader)
     if named_file is not None:
         return InProcessConnection(VirtualCard.open(named_file))
     reader = os.environ.get(READER_ENVIRONMENT_VARIABLE)

@@ -12,8 +12,9 @@ import click
 
 from card_emulator.vocabulary.keys import Key
 from card_emulator.vocabulary.pins import Pin
-from cli.context import card_option, card_session, pin_option, pin_value, trust_store
+from cli.context import card_session, pin_value, trust_store
 from cli.exits import Exit
+from cli.options import card_option, pin_option
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki.certificates import CertificateKind, basic_attributes, readable_name
 from jpki.client.signing import answer_login, sign_document

@@ -11,8 +11,8 @@ from typing import Any, NoReturn
 
 import click
 
-from cli.context import CliState, reader_option
 from cli.exits import Exit
+from cli.options import CliState, reader_option
 
 # Subcommands load on first use, so `jpki --help` and `jpki pin status` pay only for their own.
 COMMANDS = {

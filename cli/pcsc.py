@@ -20,7 +20,7 @@ from card_emulator.transports.vpcd import (
     VpcdLink,
     reader_name,
 )
-from cli.context import card_path
+from cli.options import card_path
 from jpki.client.connection import list_readers
 
 

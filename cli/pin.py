@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from card_emulator.vocabulary.pins import Pin
-from cli.context import ask_secret, card_option, card_session, pin_value
+from cli.context import ask_secret, card_session, pin_value
+from cli.options import card_option
 from jpki.client.errors import ApduError
 
 CHANGEABLE = [Pin.AUTH.key, Pin.SIGN.key, Pin.CARD_INFO.key]
