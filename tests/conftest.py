@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -17,6 +21,50 @@ AUTH_PIN = b"1234"
 SIGN_PIN = b"ABC123"
 
 CardFactory = Callable[..., VirtualCard]
+
+# Needs a test declares with a marker (registered in pyproject.toml). Unmet, the test is skipped
+# with the reason; a need named in $JPKI_TEST_REQUIRE (comma-separated, or "all") fails instead,
+# so that CI, which provides everything, cannot pass by skipping.
+REQUIRE_VARIABLE = "JPKI_TEST_REQUIRE"
+
+
+def _root_missing() -> str | None:
+    if os.geteuid() == 0:
+        return None
+    return "needs root for private mount and network namespaces (CI runs as root)"
+
+
+def _openssl_missing() -> str | None:
+    return None if shutil.which("openssl") else "the openssl command is not installed"
+
+
+def _reader_stack_missing() -> str | None:
+    from tests.pcsc.harness import reader_stack_missing  # the PC/SC harness knows its parts
+
+    return reader_stack_missing()
+
+
+NEEDS: dict[str, Callable[[], str | None]] = {
+    "root": functools.cache(_root_missing),
+    "openssl": functools.cache(_openssl_missing),
+    "reader_stack": functools.cache(_reader_stack_missing),
+}
+
+
+def unmet(need: str, reason: str) -> NoReturn:
+    """Skip the test for an unmet need, or fail it when $JPKI_TEST_REQUIRE names the need."""
+    required = {name.strip() for name in os.environ.get(REQUIRE_VARIABLE, "").split(",")}
+    if need in required or "all" in required:
+        pytest.fail(f"{reason} (and ${REQUIRE_VARIABLE} requires {need})", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers():
+        check = NEEDS.get(marker.name)
+        reason = check() if check else None
+        if reason:
+            unmet(marker.name, reason)
 
 
 @pytest.fixture

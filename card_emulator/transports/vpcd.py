@@ -11,7 +11,6 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +27,7 @@ POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 MAX_FRAME = 0xFFFF
 LENGTH_BYTES = 2
 RECONNECT_DELAY = 0.2  # seconds between attempts while vpcd is not listening
+CONNECT_TIMEOUT = 5  # seconds; stop() and remove() cut a pending connect short anyway
 
 
 class ServedCard(Protocol):
@@ -58,7 +58,12 @@ class SocketTuning:
 
 
 class VpcdLink:
-    """One card in one vpcd slot: connects, serves, reconnects when pcscd restarts."""
+    """One card in one vpcd slot: connects, serves, reconnects when pcscd restarts.
+
+    `stop()` and `remove()` may come from any thread or a signal handler at any moment: each sets
+    its flag first, then shuts down the published socket; `_claim` checks the flags under the
+    same lock before and after connecting, so a request is never lost between the two.
+    """
 
     def __init__(
         self,
@@ -75,7 +80,8 @@ class VpcdLink:
         self._inserted.set()
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
-        self._lock = threading.Lock()
+        # Reentrant: stop() may run in a signal handler on the serving thread while it holds this.
+        self._lock = threading.RLock()
 
     # Control: removal and insertion on demand, stop ---------------------------------------
 
@@ -96,11 +102,29 @@ class VpcdLink:
         self._inserted.set()  # wakes a removed link so it can exit
         self._drop_connection()
 
+    def _wanted(self) -> bool:
+        """Whether the card should be in the reader now (not stopping, not removed)."""
+        return self.inserted and not self._stopping.is_set()
+
     def _drop_connection(self) -> None:
         with self._lock:
             if self._socket is not None:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # also ends a connect() in progress
                     self._socket.shutdown(socket.SHUT_RDWR)
+
+    def _claim(self, connection: socket.socket) -> bool:
+        """Publish `connection` for `_drop_connection`, unless stop() or remove() came first."""
+        with self._lock:
+            if not self._wanted():
+                return False
+            self._socket = connection
+            return True
+
+    def _release(self, connection: socket.socket) -> None:
+        with self._lock:
+            if self._socket is connection:
+                self._socket = None
+        connection.close()
 
     # Serving ---------------------------------------------------------------------------
 
@@ -108,17 +132,10 @@ class VpcdLink:
         """Serve until `stop()`: connect, answer, and connect again whenever the link drops."""
         reader = reader_name(self.port)
         waiting = False
-        while not self._stopping.is_set():
-            self._inserted.wait()
-            if self._stopping.is_set():
-                break
+        while self._await_insertion():
             connection = self._connect()
             if connection is None:
-                if not waiting:
-                    log.info("waiting for vpcd at %s:%d (is pcscd running with vsmartcard-vpcd?)",
-                             self.host, self.port)  # fmt: skip
-                    waiting = True
-                time.sleep(RECONNECT_DELAY)  # vpcd not listening (yet, or pcscd restarting)
+                waiting = self._pause_for_vpcd(waiting)
                 continue
             waiting = False
             log.info("card inserted in reader '%s' (vpcd at %s:%d)", reader, self.host, self.port)
@@ -127,29 +144,56 @@ class VpcdLink:
             except OSError as error:
                 log.debug("vpcd link dropped: %s", error)
             finally:
-                with self._lock:
-                    self._socket = None
-                connection.close()
+                self._release(connection)
                 self.card.power_off()  # out of the reader, the card has no power
             if self._stopping.is_set():
                 break
             if self.inserted:
                 log.info("lost reader '%s'; reconnecting", reader)
-                time.sleep(RECONNECT_DELAY)
+                self._stopping.wait(RECONNECT_DELAY)
             else:
                 log.info("card removed from reader '%s'", reader)
 
+    def _pause_for_vpcd(self, logged: bool) -> bool:
+        """After a failed connect, wait before the next; returns whether the wait is logged."""
+        if not self._wanted():
+            return logged  # stop() or remove() ended the connect, not vpcd: no pause
+        if not logged:  # vpcd not listening (yet, or pcscd restarting)
+            log.info("waiting for vpcd at %s:%d (is pcscd running with vsmartcard-vpcd?)",
+                     self.host, self.port)  # fmt: skip
+        self._stopping.wait(RECONNECT_DELAY)
+        return True
+
+    def _await_insertion(self) -> bool:
+        """Block while the card is removed; False once the link is stopping."""
+        self._inserted.wait()
+        return not self._stopping.is_set()
+
     def _connect(self) -> socket.socket | None:
+        """A connected socket; None when vpcd is not listening or stop()/remove() came first."""
         try:
-            connection = socket.create_connection((self.host, self.port), timeout=5)
+            addresses = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except OSError:
             return None
-        connection.settimeout(None)
-        if self.tuning.nodelay:
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            self._socket = connection
-        return connection
+        for family, kind, protocol, _, address in addresses:
+            connection = socket.socket(family, kind, protocol)
+            if not self._claim(connection):  # published before connect(), so stop() can cut it
+                connection.close()
+                return None
+            try:
+                connection.settimeout(CONNECT_TIMEOUT)
+                connection.connect(address)
+            except OSError:
+                self._release(connection)
+                continue
+            if not self._claim(connection):  # stop() or remove() arrived while connecting
+                self._release(connection)
+                return None
+            connection.settimeout(None)
+            if self.tuning.nodelay:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return connection
+        return None
 
     def _receive_exactly(self, connection: socket.socket, size: int) -> bytes:
         data = b""

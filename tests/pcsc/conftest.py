@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CARDS
-from tests.pcsc.harness import Pcscd, ServedCard, enter_private_namespaces, missing_programs
+from tests.conftest import CARDS, NEEDS, unmet
+from tests.pcsc.harness import NamespacesUnavailable, Pcscd, ServedCard, enter_private_namespaces
 
 
 @pytest.fixture(scope="session")
 def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    if os.geteuid() != 0:
-        pytest.skip("PC/SC tests need root for private namespaces (CI runs as root)")
-    missing = missing_programs()
-    assert not missing, f"missing {missing}: run scripts/test, which installs them"
-    enter_private_namespaces()
+    for need in ("root", "reader_stack"):  # also for a test that asks for pcscd unmarked
+        reason = NEEDS[need]()
+        if reason:
+            unmet(need, reason)
+    try:
+        enter_private_namespaces()
+    except NamespacesUnavailable as error:
+        unmet("reader_stack", str(error))
     daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
     daemon.start()
     yield daemon

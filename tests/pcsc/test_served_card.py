@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from smartcard.System import readers
 
 from card_emulator.state.store import read_image
 from card_emulator.vocabulary.keys import Certificate, Key
@@ -20,6 +19,8 @@ from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
 from tests.conftest import CARDS
 from tests.pcsc.harness import READER, SECOND_READER, Pcscd, ServedCard, wait_for
+
+pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,18 +39,23 @@ def jpki(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 def test_pyscard_sees_the_atr_and_reads_the_certificate(
     served: ServedCard, card_file: Path
 ) -> None:
+    from smartcard.System import readers  # pyscard: the reader_stack marker skips without it
+
     reader = next(r for r in readers() if str(r) == READER)
     connection = reader.createConnection()
     connection.connect()
-    assert bytes(connection.getATR()) == bytes.fromhex("3BE000FF8131FE4514")
-    data, sw1, sw2 = connection.transmit(list(bytes.fromhex("00A4040C0AD392F000260100000001")))
-    assert (sw1, sw2) == (0x90, 0x00)
-    # An extended APDU passes end to end: the whole certificate in one READ BINARY.
-    data, sw1, sw2 = connection.transmit(list(bytes.fromhex("00B08A0000 0000".replace(" ", ""))))
-    assert (sw1, sw2) == (0x90, 0x00)
-    expected = read_image(card_file).contents("jpki").files[Certificate.AUTH.fid]
-    assert bytes(data) == expected
-    connection.disconnect()
+    try:  # never leave a card handle in pcscd
+        assert bytes(connection.getATR()) == bytes.fromhex("3BE000FF8131FE4514")
+        select = list(bytes.fromhex("00A4040C0AD392F000260100000001"))
+        data, sw1, sw2 = connection.transmit(select)
+        assert (sw1, sw2) == (0x90, 0x00)
+        # An extended APDU passes end to end: the whole certificate in one READ BINARY.
+        data, sw1, sw2 = connection.transmit(list(bytes.fromhex("00B08A0000" + "0000")))
+        assert (sw1, sw2) == (0x90, 0x00)
+        expected = read_image(card_file).contents("jpki").files[Certificate.AUTH.fid]
+        assert bytes(data) == expected
+    finally:
+        connection.disconnect()
 
 
 def test_the_host_session_works_unchanged_over_pcsc(served: ServedCard, card_file: Path) -> None:
