@@ -1,0 +1,1133 @@
+"""Seeded, structure-aware APDU fuzzing of the in-memory card, checked by a model after each APDU.
+
+A grammar makes valid commands (SELECT by AID/FID, READ BINARY by offset and by short EF id,
+VERIFY and CHANGE REFERENCE DATA with right, wrong and odd-length PINs, COMPUTE DIGITAL SIGNATURE
+with each P1, GET CHALLENGE, other instructions), short and extended, then often mutates the bytes
+(truncation, length bytes that lie, bit flips, other CLA/P1/P2); warm resets, power cycles, APDUs
+to an unpowered card and the municipal office's unblock are interleaved. After every APDU:
+
+- the card did not raise (except `CardPoweredOff` when it has no power) nor log an error, and the
+  response is a known status word (`63Cx` or one of `SW`), with data only under `9000`;
+- bytes the reference decoder below finds malformed get `6700` and change nothing; a CLA with a
+  channel, secure messaging or chaining never executes;
+- a retry counter changes only on a VERIFY with data: down by exactly one with `63Cx` (x the new
+  value), or back to its maximum with `9000` for the right value of that PIN; a blocked counter
+  stays 0; PIN values change only on `9000` to CHANGE REFERENCE DATA of a PIN verified since the
+  last power-off or AP switch, to a value its rule allows;
+- a signature (`9000` to COMPUTE DIGITAL SIGNATURE) verifies, for the P1 scheme and the data sent,
+  under one of the card's keys, whose PIN was verified since the last power-off or AP switch;
+- READ BINARY answers a slice, at the requested offset, of a file of the current AP that the
+  verified PINs open (the signature certificate only after the signature password, and so on);
+- no response contains 16 consecutive bytes of a private key (private exponent, primes, CRT values,
+  their PKCS#8 DER or PEM) nor of a PIN's salt or hash.
+
+The model is kept from the card's answers (which PIN a VERIFY reached is told by its counter), so
+the card is checked against the rules, not against a second copy of its engine.
+
+Reproduce or run larger: `python benchmarks/fuzz.py --apdus N --seed S [--card NAME]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
+from card_emulator.applications.model import Application, KeyFile
+from card_emulator.engine import CardEngine, StatusError
+from card_emulator.errors import CardPoweredOff
+from card_emulator.state.image import CardImage
+from card_emulator.state.pin_reference import PinReference
+from card_emulator.state.store import read_image
+from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.apdu import CommandApdu
+from card_emulator.vocabulary.sw import SW
+
+CARDS = Path(__file__).resolve().parents[2] / "fixtures" / "cards"
+
+# What the spec (/work/shared/spec/jpki-card.md) says, written out here so the oracle does not
+# borrow the emulator's own tables.
+JPKI, CARD_INFO = "jpki", "card-info"
+AIDS = {
+    JPKI: bytes.fromhex("D392F000260100000001"),
+    CARD_INFO: bytes.fromhex("D3921000310001010408"),
+}
+OTHER_AIDS = [
+    bytes.fromhex(aid)
+    for aid in (
+        "D3921000310001010402",  # card face: not yet emulated, 6A82
+        "D3921000310001010401",
+        "D3921000310001010100",
+        "A000000151000000",
+        "A0000003080000100001",  # PIV, as OpenSC probes
+        "D392F0002601",  # a prefix of the JPKI AID
+        "D392F00026010000000100",  # one byte too many
+    )
+]
+FILES = {
+    JPKI: (0x0001, 0x0002, 0x0006, 0x0008, 0x000A, 0x000B, 0x0017, 0x0018, 0x001A, 0x001B),
+    CARD_INFO: (0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0011, 0x0012, 0x0014, 0x0015),
+}
+# (min length, max length, alphabet, tries) of each PIN
+DIGITS, UPPER_ALNUM = b"0123456789", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+PIN_RULES: dict[tuple[str, int], tuple[int, int, bytes, int]] = {
+    (JPKI, 0x18): (4, 4, DIGITS, 3),
+    (JPKI, 0x1B): (6, 16, UPPER_ALNUM, 5),
+    (CARD_INFO, 0x11): (4, 4, DIGITS, 3),
+    (CARD_INFO, 0x12): (4, 4, DIGITS, 3),
+    (CARD_INFO, 0x14): (12, 12, DIGITS, 10),
+    (CARD_INFO, 0x15): (14, 14, DIGITS, 10),
+}
+READ_NEEDS: dict[tuple[str, int], frozenset[int]] = {  # files only these PINs open
+    (JPKI, 0x0001): frozenset({0x1B}),
+    (CARD_INFO, 0x0001): frozenset({0x11, 0x14}),
+    (CARD_INFO, 0x0002): frozenset({0x11, 0x15}),
+    (CARD_INFO, 0x0003): frozenset({0x11, 0x14, 0x15}),
+}
+KEY_PINS = {0x17: 0x18, 0x1A: 0x1B}
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+KNOWN_INS = (0xA4, 0xB0, 0x20, 0x24, 0x2A, 0x84)
+OTHER_INS = (0x2C, 0x22, 0x88, 0xB2, 0xCA, 0xC0, 0xD6, 0xAE, 0x32, 0x82, 0x21, 0xB1, 0x25)
+VALID_SW = frozenset(int(sw) for sw in SW) | {0x63C0 | tries for tries in range(16)}
+PLAIN_CLA = (0x00, 0x80)
+ODD_CLASSES = (0x80, 0x0C, 0x08, 0x04, 0x01, 0x03, 0x10, 0x40, 0x60, 0x20, 0xFF, 0x8C, 0x84, 0xA0)
+CLA_REFUSALS = frozenset({0x6881, 0x6882, 0x6884, 0x69FC, 0x6E00})
+SECRET_WINDOW = 16
+
+# The suite's size: a few seconds on a 2-core machine (see the report in benchmarks/README.md).
+SUITE_RUNS = [  # (card, settings, seed, APDUs, signature budget)
+    ("taro", {}, 1, 16_000, 25),
+    (
+        "taro",
+        {"warm_reset_keeps_security_state": False, "wrong_length_pin_counts_as_attempt": False},
+        6,
+        10_000,
+        15,
+    ),
+    ("child", {}, 3, 7_000, 10),
+    ("hanako-long-address", {}, 4, 7_000, 10),
+]
+
+
+class FuzzFailure(AssertionError):
+    """An invariant broke; the message says how to replay it."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command APDU as the reference decoder reads it."""
+
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    data: bytes
+    ne: int | None
+    extended: bool
+
+
+def decode(raw: bytes) -> Command | None:
+    """ISO 7816-3 12.1: the four cases, short and extended; None for malformed bytes."""
+    if len(raw) < 4:
+        return None
+    cla, ins, p1, p2 = raw[:4]
+    body = raw[4:]
+    n = len(body)
+    if n == 0:
+        return Command(cla, ins, p1, p2, b"", None, False)
+    if n == 1:
+        return Command(cla, ins, p1, p2, b"", body[0] or 256, False)
+    if body[0]:
+        lc = body[0]
+        if n == 1 + lc:
+            return Command(cla, ins, p1, p2, body[1:], None, False)
+        if n == 2 + lc:
+            return Command(cla, ins, p1, p2, body[1:-1], body[-1] or 256, False)
+        return None
+    if n == 3:
+        return Command(cla, ins, p1, p2, b"", int.from_bytes(body[1:], "big") or 65536, True)
+    if n < 3:
+        return None
+    lc = int.from_bytes(body[1:3], "big")
+    if lc == 0:
+        return None
+    if n == 3 + lc:
+        return Command(cla, ins, p1, p2, body[3:], None, True)
+    if n == 5 + lc:
+        return Command(
+            cla, ins, p1, p2, body[3:-2], int.from_bytes(body[-2:], "big") or 65536, True
+        )
+    return None
+
+
+def encode(
+    cla: int,
+    ins: int,
+    p1: int,
+    p2: int,
+    data: bytes = b"",
+    ne: int | None = None,
+    *,
+    extended: bool = False,
+) -> bytes:
+    header = bytes([cla, ins, p1, p2])
+    if extended or len(data) > 255 or (ne is not None and ne > 256):
+        body = b"\x00" if data or ne is not None else b""
+        if data:
+            body += len(data).to_bytes(2, "big") + data
+        if ne is not None:
+            body += (ne % 65536).to_bytes(2, "big")
+        return header + body
+    body = bytes([len(data)]) + data if data else b""
+    if ne is not None:
+        body += bytes([ne % 256])
+    return header + body
+
+
+# The card's secrets and keys -------------------------------------------------------------------
+
+
+def _private_byte_strings(key: rsa.RSAPrivateKey) -> Iterator[bytes]:
+    numbers = key.private_numbers()
+    for value in (numbers.d, numbers.p, numbers.q, numbers.dmp1, numbers.dmq1, numbers.iqmp):
+        minimal = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        yield minimal
+        yield minimal[::-1]  # little-endian, in case anything ever serialises it that way
+    yield key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    yield key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _windows(data: bytes) -> Iterator[bytes]:
+    for start in range(len(data) - SECRET_WINDOW + 1):
+        yield data[start : start + SECRET_WINDOW]
+
+
+class Secrets:
+    """Every 16-byte window of private material that appears in no public byte of the card."""
+
+    def __init__(self, image: CardImage) -> None:
+        public: set[bytes] = set()
+        for contents in image.applications.values():
+            for data in contents.files.values():
+                public.update(_windows(data))
+            for key in contents.keys.values():
+                public.update(
+                    _windows(
+                        key.public_key().public_bytes(
+                            serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo,
+                        )
+                    )
+                )
+        self.public = public
+        self.windows: set[bytes] = set()
+        for contents in image.applications.values():
+            for key in contents.keys.values():
+                for secret in _private_byte_strings(key):
+                    self.add(secret)
+            for reference in contents.pins.values():
+                self.add_pin(reference)
+
+    def add(self, secret: bytes) -> None:
+        self.windows.update(w for w in _windows(secret) if w not in self.public)
+
+    def add_pin(self, reference: PinReference) -> None:
+        self.add(reference.salt + reference.digest)
+        self.add(reference.digest)
+
+    def leaked(self, data: bytes) -> bytes | None:
+        windows = self.windows
+        for start in range(len(data) - SECRET_WINDOW + 1):
+            window = data[start : start + SECRET_WINDOW]
+            if window in windows:
+                return window
+        return None
+
+
+def signature_verifies(key: rsa.RSAPublicKey, p1: int, data: bytes, signature: bytes) -> bool:
+    """Whether `signature` is what P1 `p1` over `data` gives with the private half of `key`."""
+    if len(signature) != key.key_size // 8:
+        return False
+    if p1 in (0x04, 0x05):
+        digest = data if p1 == 0x04 else hashlib.sha256(data).digest()
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+        try:
+            key.verify(signature, digest, pss, utils.Prehashed(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+    sha = hashlib.sha256(data).digest()
+    payload = {0: data, 1: sha, 2: SHA256_DIGEST_INFO + data, 3: SHA256_DIGEST_INFO + sha}[p1]
+    size = key.key_size // 8
+    block = b"\x00\x01" + b"\xff" * (size - len(payload) - 3) + b"\x00" + payload
+    numbers = key.public_numbers()
+    return pow(int.from_bytes(signature, "big"), numbers.e, numbers.n) == int.from_bytes(
+        block, "big"
+    )
+
+
+def prepared_image(
+    card: str, settings: dict[str, Any], rng: random.Random
+) -> tuple[CardImage, dict[tuple[str, int], bytes]]:
+    """The fixture card with PINs whose values the model knows (one PBKDF2 round: only speed)."""
+    image = read_image(CARDS / f"{card}.json")
+    for name, value in settings.items():
+        assert hasattr(image.settings, name), name
+        setattr(image.settings, name, value)
+    values: dict[tuple[str, int], bytes] = {}
+    for (app, fid), (low, _high, alphabet, _tries) in PIN_RULES.items():
+        contents = image.applications.get(app)
+        if contents is None or fid not in contents.pins:
+            continue
+        value = {(JPKI, 0x18): b"1234", (JPKI, 0x1B): b"ABC123", (CARD_INFO, 0x11): b"1234"}.get(
+            (app, fid), bytes(rng.choice(alphabet) for _ in range(low))
+        )
+        tries = contents.pins[fid].tries_left
+        contents.pins[fid] = PinReference.create(value, tries, iterations=1)
+        values[app, fid] = value
+    return image, values
+
+
+Snapshot = dict[tuple[str, int], tuple[int, bytes, bytes]]
+
+
+def snapshot(image: CardImage) -> Snapshot:
+    return {
+        (app, fid): (reference.tries_left, reference.salt, reference.digest)
+        for app, contents in image.applications.items()
+        for fid, reference in contents.pins.items()
+    }
+
+
+# The model: what the card may do --------------------------------------------------------------
+
+
+@dataclass
+class FuzzStats:
+    apdus: int = 0
+    seconds: float = 0.0
+    sws: Counter[int] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: FuzzStats) -> None:
+        self.apdus += other.apdus
+        self.seconds += other.seconds
+        self.sws.update(other.sws)
+        self.events.update(other.events)
+
+
+class Model:
+    """What the card has been told, and so what it may answer."""
+
+    def __init__(self, image: CardImage, values: dict[tuple[str, int], bytes]) -> None:
+        self.image = image
+        self.values = values
+        self.keep_on_reset = image.settings.warm_reset_keeps_security_state
+        self.select_fci = image.settings.select_fci
+        self.current: str | None = None  # the current DF (None: the MF, after power-on or reset)
+        self.application: str | None = None  # whose PINs `verified` are
+        self.verified: set[int] = set()
+        self.public_keys = {
+            fid: key.public_key() for fid, key in image.applications[JPKI].keys.items()
+        }
+        self.secrets = Secrets(image)
+        self.stats = FuzzStats()
+
+    # events
+    def power_cycle(self) -> None:
+        self.current = self.application = None
+        self.verified.clear()
+
+    def reset(self) -> None:
+        self.current = None
+        if not self.keep_on_reset:
+            self.verified.clear()
+
+    # the checks
+    def check(self, raw: bytes, response: bytes, before: Snapshot, after: Snapshot) -> None:
+        if len(response) < 2:
+            raise FuzzFailure(f"a response of {len(response)} bytes has no status word")
+        data, sw = response[:-2], int.from_bytes(response[-2:], "big")
+        self.stats.sws[sw] += 1
+        if sw not in VALID_SW:
+            raise FuzzFailure(f"status word {sw:04X} is not one the card knows")
+        if sw == SW.NO_PRECISE_DIAGNOSIS:
+            raise FuzzFailure("6F00: the engine hit an internal error")
+        if data and sw != SW.SUCCESS:
+            raise FuzzFailure(f"{len(data)} bytes of data with {sw:04X}")
+        if data and (window := self.secrets.leaked(data)) is not None:
+            raise FuzzFailure(f"the response carries private material: {window.hex()}")
+        command = decode(raw)
+        if command is None:
+            self.stats.events["malformed"] += 1
+            if sw != SW.WRONG_LENGTH:
+                raise FuzzFailure(f"malformed bytes answered {sw:04X}, not 6700")
+            self._unchanged(before, after)
+            return
+        if command.cla not in PLAIN_CLA:
+            if sw not in CLA_REFUSALS | {SW.INS_NOT_SUPPORTED}:
+                raise FuzzFailure(f"CLA {command.cla:02X} answered {sw:04X}")
+            self._unchanged(before, after)
+            return
+        handler = {
+            0xA4: self._select,
+            0xB0: self._read_binary,
+            0x20: self._verify,
+            0x24: self._change,
+            0x2A: self._sign,
+            0x84: self._challenge,
+        }.get(command.ins)
+        if handler is None:
+            if sw != SW.INS_NOT_SUPPORTED:
+                raise FuzzFailure(f"unknown INS {command.ins:02X} answered {sw:04X}")
+            self._unchanged(before, after)
+            return
+        handler(command, data, sw, before, after)
+
+    def _unchanged(self, before: Snapshot, after: Snapshot) -> None:
+        if before != after:
+            changed = sorted(k for k in before if before[k] != after.get(k))
+            raise FuzzFailure(f"PIN reference data changed: {changed}")
+
+    def _select(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if command.p2 not in (0x00, 0x0C):
+            raise FuzzFailure(f"SELECT with P2={command.p2:02X} answered 9000")
+        if command.p1 == 0x04:
+            application = next((a for a, aid in AIDS.items() if aid == command.data), None)
+            if application is None:
+                raise FuzzFailure(f"SELECT of the unknown AID {command.data.hex()} answered 9000")
+            if application != self.application:
+                self.verified.clear()
+                self.application = application
+            self.current = application
+            wants_fci = command.p2 == 0x00 and command.ne is not None
+            if data != (self.select_fci if wants_fci else b""):
+                raise FuzzFailure(f"SELECT AP answered data {data.hex()}")
+            self.stats.events[f"select {application}"] += 1
+            return
+        if command.p1 not in (0x00, 0x02) or data:
+            raise FuzzFailure(f"SELECT P1={command.p1:02X} answered 9000 with {len(data)} bytes")
+        if self.current is None:
+            raise FuzzFailure("SELECT EF answered 9000 with no AP selected since power-on/reset")
+        self.stats.events["select EF"] += 1
+
+    def _read_binary(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if self.current is None or command.ne is None or command.data:
+            raise FuzzFailure("READ BINARY answered 9000 without an AP, without Le or with data")
+        application = self.current
+        contents = self.image.applications[application].files
+        if command.p1 & 0x80:
+            offset = command.p2
+            candidates = [fid for fid in contents if fid & 0x1F == command.p1 & 0x1F]
+        else:
+            offset = command.p1 << 8 | command.p2
+            candidates = list(contents)
+        wanted = slice(offset, offset + command.ne)
+        sources = [fid for fid in candidates if data and contents[fid][wanted] == data]
+        if not sources:
+            raise FuzzFailure(f"READ BINARY answered {len(data)} bytes that are no file's slice")
+
+        def readable(fid: int) -> bool:
+            needs = READ_NEEDS.get((application, fid))
+            return needs is None or bool(self.verified & needs)
+
+        if not any(readable(fid) for fid in sources):
+            raise FuzzFailure(f"READ BINARY of {sources} without the PIN it needs")
+        self.stats.events["read"] += 1
+
+    def _pins_of_application(self) -> list[tuple[str, int]]:
+        if self.current is None:
+            raise FuzzFailure("a PIN command was executed with no AP current")
+        return [key for key in self.values if key[0] == self.current]
+
+    def _verify(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        changed = [key for key in before if before[key] != after[key]]
+        if any(before[key][1:] != after[key][1:] for key in changed):
+            raise FuzzFailure("VERIFY changed a PIN value")
+        if sw == SW.SUCCESS:
+            if not command.data:
+                raise FuzzFailure("a retry query answered 9000 (OpenSC needs 63Cx)")
+            # Two PINs of one AP can share a value (4-digit ones after a CHANGE): any may be it.
+            matching = [
+                k
+                for k in self._pins_of_application()
+                if self.values[k] == command.data
+                and before[k][0]
+                and after[k][0] == PIN_RULES[k][3]
+            ]
+            if not matching:
+                raise FuzzFailure(
+                    "VERIFY answered 9000 without the right value of an unblocked "
+                    "PIN of the current AP, restored to its maximum"
+                )
+            if set(changed) - set(matching):
+                raise FuzzFailure(f"VERIFY 9000 changed other counters: {changed}")
+            self.verified.update(fid for _, fid in matching)
+            self.stats.events["verify ok"] += 1
+            return
+        if sw & 0xFFF0 == 0x63C0:
+            tries = sw & 0x0F
+            if not command.data:  # the retry query: nothing changes
+                self._unchanged(before, after)
+                if all(after[k][0] != tries for k in self._pins_of_application()):
+                    raise FuzzFailure(f"retry query answered {sw:04X}: no PIN has {tries} tries")
+                self.stats.events["retry query"] += 1
+                return
+            if len(changed) != 1:
+                raise FuzzFailure(f"wrong VERIFY {sw:04X} changed counters {changed}")
+            (pin,) = changed
+            if after[pin][0] != before[pin][0] - 1 or after[pin][0] != tries:
+                raise FuzzFailure(
+                    f"wrong VERIFY {sw:04X}: {pin} {before[pin][0]} -> {after[pin][0]}"
+                )
+            if self.values.get(pin) == command.data:
+                raise FuzzFailure(f"the right value of {pin} answered {sw:04X}")
+            self.verified.discard(pin[1])
+            self.stats.events["verify wrong"] += 1
+            return
+        self._unchanged(before, after)
+        if sw == SW.AUTHENTICATION_METHOD_BLOCKED:
+            if all(after[k][0] for k in self._pins_of_application()):
+                raise FuzzFailure("6984 with no PIN of the current AP blocked")
+            self.stats.events["verify blocked"] += 1
+
+    def _change(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        changed = [key for key in before if before[key] != after[key]]
+        if sw != SW.SUCCESS:
+            self._unchanged(before, after)
+            return
+        if len(changed) != 1:
+            raise FuzzFailure(f"CHANGE 9000 changed {changed}")
+        (pin,) = changed
+        app, fid = pin
+        if app != self.current or fid not in self.verified:
+            raise FuzzFailure(
+                f"CHANGE of {pin} answered 9000 but it was not verified "
+                f"(verified in {self.application}: {sorted(self.verified)})"
+            )
+        if after[pin][0] != before[pin][0] or before[pin][0] == 0:
+            raise FuzzFailure(f"CHANGE of {pin} changed its counter or a blocked PIN")
+        low, high, alphabet, _ = PIN_RULES[pin]
+        value = command.data
+        if not low <= len(value) <= high or value.strip(alphabet):
+            raise FuzzFailure(f"CHANGE of {pin} took a value its rule refuses ({len(value)} bytes)")
+        reference = self.image.applications[app].pins[fid]
+        if not reference.matches(value):
+            raise FuzzFailure(f"CHANGE of {pin} answered 9000 but the new value does not verify")
+        self.values[pin] = value
+        self.secrets.add_pin(reference)
+        self.stats.events["change ok"] += 1
+
+    def _sign(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if command.p1 > 0x05:
+            raise FuzzFailure(f"COMPUTE DIGITAL SIGNATURE with P1={command.p1:02X} answered 9000")
+        signers = [
+            fid
+            for fid, key in self.public_keys.items()
+            if signature_verifies(key, command.p1, command.data, data)
+        ]
+        if not signers:
+            raise FuzzFailure("a 9000 signature verifies under none of the card's keys")
+        (key,) = signers
+        if self.current != JPKI or self.application != JPKI or KEY_PINS[key] not in self.verified:
+            raise FuzzFailure(
+                f"key {key:04X} signed without its PIN verified "
+                f"(AP {self.application}, verified {sorted(self.verified)})"
+            )
+        self.stats.events["signature"] += 1
+
+    def _challenge(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if command.extended or command.data or command.p1 or command.p2:
+            raise FuzzFailure("GET CHALLENGE answered 9000 to an extended, case 3/4 or P1P2 form")
+        if command.ne is None or len(data) != command.ne or command.ne > 256:
+            raise FuzzFailure(f"GET CHALLENGE answered {len(data)} bytes for Le={command.ne}")
+        self.stats.events["challenge"] += 1
+
+
+# The generator -----------------------------------------------------------------------------
+
+
+class Generator:
+    """Commands from a grammar of what clients send, then mutated."""
+
+    def __init__(self, rng: random.Random, model: Model, signature_budget: int) -> None:
+        self.rng = rng
+        self.model = model
+        self.signature_budget = signature_budget
+        self.productions = [
+            (self.select_application, 10),
+            (self.select_file, 12),
+            (self.read_binary, 16),
+            (self.verify, 16),
+            (self.change, 5),
+            (self.sign, 8),
+            (self.challenge, 4),
+            (self.other_instruction, 5),
+            (self.garbage, 2),
+            (self.unlock_sequence, 2),
+            (self.read_sequence, 4),
+        ]
+        self.weights = [weight for _, weight in self.productions]
+        self.queue: deque[bytes] = deque()
+
+    def next(self) -> bytes:
+        if not self.queue:
+            (production,) = self.rng.choices([p for p, _ in self.productions], self.weights)
+            raw = production()
+            if self.rng.random() < 0.3:
+                raw = self.mutate(raw)
+            self.queue.appendleft(raw)  # before what the production queued after it
+        return self.queue.popleft()
+
+    # helpers
+    def cla(self) -> int:
+        return 0x00 if self.rng.random() < 0.85 else self.rng.choice(ODD_CLASSES)
+
+    def le(self, short_only: bool = False) -> tuple[int | None, bool]:
+        roll = self.rng.random()
+        if roll < 0.35:
+            return 256, False  # Le=00
+        if roll < 0.7:
+            return self.rng.choice((1, 2, 4, 7, 0x20, 0xFF, self.rng.randrange(1, 256))), False
+        if roll < 0.8 or short_only:
+            return None, False
+        return self.rng.choice((65536, 256, 1, 0x0700, self.rng.randrange(1, 65536))), True
+
+    def pin(self) -> tuple[str, int]:
+        app = self.model.current or self.model.application or self.rng.choice((JPKI, CARD_INFO))
+        pins = [key for key in PIN_RULES if key[0] == app]
+        return self.rng.choice(pins)
+
+    def value(self, pin: tuple[str, int], kind: str) -> bytes:
+        low, high, alphabet, _ = PIN_RULES[pin]
+        rng = self.rng
+        if kind == "right" and pin in self.model.values:
+            return self.model.values[pin]
+        if kind in ("right", "wrong"):
+            while True:
+                value = bytes(rng.choice(alphabet) for _ in range(rng.randint(low, high)))
+                if value != self.model.values.get(pin):
+                    return value
+        if kind == "odd":
+            length = rng.choice((1, low - 1, high + 1, high + 5, 0x40)) or 1
+            return bytes(rng.choice(alphabet) for _ in range(length))
+        right = self.model.values.get(pin, b"1234")
+        return rng.choice(
+            (
+                right.lower(),
+                right + b"\x00",
+                right + b"\xff",
+                b" " + right,
+                right[:-1],
+                bytes(len(right)),
+            )
+        )
+
+    # productions
+    def select_application(self) -> bytes:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.45:
+            aid = AIDS[JPKI]
+        elif roll < 0.7:
+            aid = AIDS[CARD_INFO]
+        elif roll < 0.9:
+            aid = rng.choice(OTHER_AIDS)
+        else:
+            aid = rng.randbytes(rng.randint(1, 16))
+        if rng.random() < 0.8:
+            return encode(self.cla(), 0xA4, 0x04, 0x0C, aid)
+        ne, extended = self.le()
+        return encode(
+            self.cla(), 0xA4, 0x04, rng.choice((0x00, 0x0C, 0x04, 0x02)), aid, ne, extended=extended
+        )
+
+    def select_file(self) -> bytes:
+        rng = self.rng
+        app = self.model.application or JPKI
+        fid = rng.choice((*FILES[app], *FILES[app], 0x3F00, rng.randrange(65536)))
+        data = fid.to_bytes(2, "big")
+        if rng.random() < 0.08:
+            data = rng.choice((b"", b"\x3f", data + b"\x00", b"\x3f\x00"))
+        p1 = rng.choice((0x02, 0x02, 0x02, 0x00, 0x01, 0x08))
+        p2 = 0x0C if rng.random() < 0.85 else rng.choice((0x00, 0x04, 0x0C))
+        ne, extended = self.le() if rng.random() < 0.15 else (None, False)
+        return encode(self.cla(), 0xA4, p1, p2, data, ne, extended=extended)
+
+    def read_binary(self) -> bytes:
+        rng = self.rng
+        ne, extended = self.le()
+        if ne is None and rng.random() < 0.7:
+            ne = 256
+        if rng.random() < 0.4:
+            app = self.model.application or JPKI
+            sfi = rng.choice([fid & 0x1F for fid in FILES[app]] + [rng.randrange(32)])
+            p1 = 0x80 | sfi if rng.random() < 0.95 else rng.choice((0xA0, 0xC0, 0xE0)) | sfi
+            return encode(
+                self.cla(),
+                0xB0,
+                p1,
+                rng.choice((0, 0, 4, 0xFF, rng.randrange(256))),
+                ne=ne,
+                extended=extended,
+            )
+        offset = rng.choice(
+            (0, 0, 4, 0x100, 0x200, 0x600, 0x6A0, rng.randrange(0x900), rng.randrange(0x8000))
+        )
+        data = b"" if rng.random() < 0.95 else b"\x00"
+        return encode(self.cla(), 0xB0, offset >> 8, offset & 0xFF, data, ne, extended=extended)
+
+    def verify(self) -> bytes:
+        rng = self.rng
+        pin = self.pin()
+        p2 = (
+            0x80 | (pin[1] & 0x1F)
+            if rng.random() < 0.75
+            else rng.choice((0x80, 0x80, rng.randrange(256)))
+        )
+        p1 = 0x00 if rng.random() < 0.95 else rng.randrange(256)
+        roll = rng.random()
+        if roll < 0.2:  # the retry query, sometimes with a Le it must not have
+            return encode(self.cla(), 0x20, p1, p2, ne=256 if rng.random() < 0.1 else None)
+        kind = (
+            "right" if roll < 0.65 else "wrong" if roll < 0.8 else "odd" if roll < 0.9 else "near"
+        )
+        value = self.value(pin, kind)
+        ne = None if rng.random() < 0.95 else 256
+        return encode(self.cla(), 0x20, p1, p2, value, ne, extended=rng.random() < 0.05)
+
+    def change(self) -> bytes:
+        rng = self.rng
+        pin = self.pin()
+        p2 = 0x80 | (pin[1] & 0x1F) if rng.random() < 0.8 else 0x80
+        p1 = 0x01 if rng.random() < 0.9 else rng.choice((0x00, 0x02, rng.randrange(256)))
+        kind = "wrong" if rng.random() < 0.75 else rng.choice(("odd", "near"))
+        return encode(self.cla(), 0x24, p1, p2, self.value(pin, kind), extended=rng.random() < 0.05)
+
+    def sign(self) -> bytes:
+        rng = self.rng
+        p1 = rng.choice((0, 0, 1, 2, 3, 4, 5)) if rng.random() < 0.92 else rng.randrange(6, 256)
+        p2 = rng.choice((0x97, 0x97, 0x9A, 0x80, 0x98, 0x86, rng.randrange(256)))
+        right = {
+            0: rng.choice((51, 35, 83, 20, 1, 245)),
+            1: rng.randint(1, 255),
+            2: 32,
+            3: rng.randint(1, 255),
+            4: 32,
+            5: rng.randint(1, 255),
+        }.get(p1, 32)
+        length = right if rng.random() < 0.8 else rng.choice((0, 31, 33, 246, 255, 256, 300))
+        if self.model.stats.events["signature"] >= self.signature_budget:
+            length = rng.choice((0, 256, 300))  # no scheme takes these: the budget holds
+        data = rng.randbytes(length)
+        ne = 256 if rng.random() < 0.85 else None
+        return encode(
+            0x80 if rng.random() < 0.9 else self.cla(),
+            0x2A,
+            p1,
+            p2,
+            data,
+            ne,
+            extended=rng.random() < 0.1 or length > 255,
+        )
+
+    def challenge(self) -> bytes:
+        rng = self.rng
+        ne, extended = self.le()
+        p1p2 = (0, 0) if rng.random() < 0.9 else (rng.randrange(256), rng.randrange(256))
+        data = b"" if rng.random() < 0.95 else rng.randbytes(4)
+        return encode(self.cla(), 0x84, *p1p2, data, ne, extended=extended)
+
+    def other_instruction(self) -> bytes:
+        rng = self.rng
+        ins = rng.choice((*OTHER_INS, *KNOWN_INS, rng.randrange(256)))
+        data = rng.randbytes(rng.choice((0, 0, 1, 8, rng.randrange(300))))
+        ne, extended = self.le()
+        return encode(
+            self.cla(), ins, rng.randrange(256), rng.randrange(256), data, ne, extended=extended
+        )
+
+    def garbage(self) -> bytes:
+        return self.rng.randbytes(self.rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 9, 40)))
+
+    def unlock_sequence(self) -> bytes:
+        """What a signing client sends: AP, PIN, signature (queued, mutated only at the head)."""
+        rng = self.rng
+        key = rng.choice((0x17, 0x17, 0x1A))
+        pin = (JPKI, KEY_PINS[key])
+        self.queue.extend(
+            [
+                encode(0x00, 0x20, 0x00, 0x80 | pin[1], self.model.values.get(pin, b"1234")),
+                encode(0x80, 0x2A, 0x00, 0x80 | key, SHA256_DIGEST_INFO + rng.randbytes(32), 256)
+                if self.model.stats.events["signature"] < self.signature_budget
+                else encode(0x00, 0x20, 0x00, 0x80 | pin[1]),
+            ]
+        )
+        return encode(0x00, 0xA4, 0x04, 0x0C, AIDS[JPKI])
+
+    def read_sequence(self) -> bytes:
+        """How clients read an EF: SELECT it, then chunks (Le=00 or one extended read)."""
+        rng = self.rng
+        app = self.model.current or rng.choice((JPKI, CARD_INFO))
+        fid = rng.choice(FILES[app][:6])
+        offsets = [0, 4, 0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x900]
+        for offset in rng.sample(offsets, rng.randint(1, 4)):
+            ne, extended = rng.choice(((256, False), (65536, True), (4, False), (0x80, False)))
+            self.queue.append(
+                encode(0x00, 0xB0, offset >> 8, offset & 0xFF, ne=ne, extended=extended)
+            )
+        return encode(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
+
+    # mutations
+    def mutate(self, raw: bytes) -> bytes:
+        rng = self.rng
+        kind = rng.randrange(10)
+        if kind == 0 and raw:  # truncation
+            return raw[: rng.randrange(len(raw))]
+        if kind == 1:  # trailing bytes
+            return raw + rng.randbytes(rng.choice((1, 1, 2, 3)))
+        if kind == 2 and len(raw) > 4:  # Lc or Le lies (short or extended length byte)
+            position = rng.choice(
+                [4] + ([5, 6] if raw[4] == 0 and len(raw) > 6 else []) + [len(raw) - 1]
+            )
+            mutated = bytearray(raw)
+            mutated[position] = rng.choice(
+                ((raw[position] + 1) % 256, (raw[position] - 1) % 256, 0, 0xFF, rng.randrange(256))
+            )
+            return bytes(mutated)
+        if kind == 3 and raw:  # bit flips
+            mutated = bytearray(raw)
+            for _ in range(rng.randint(1, 3)):
+                position = rng.randrange(len(mutated))
+                mutated[position] ^= 1 << rng.randrange(8)
+            return bytes(mutated)
+        if kind == 4 and raw:  # another CLA
+            return bytes([rng.choice((0x0C, 0x08, 0x01, 0x10, 0x40, 0x80, 0xFF, 0x00))]) + raw[1:]
+        if kind == 5 and len(raw) >= 4:  # other P1/P2
+            index = rng.choice((2, 3))
+            return raw[:index] + bytes([rng.randrange(256)]) + raw[index + 1 :]
+        command = decode(raw)
+        if command is None:
+            return raw
+        if kind == 6:  # the same command in the other form (short <-> extended)
+            return encode(
+                command.cla,
+                command.ins,
+                command.p1,
+                command.p2,
+                command.data,
+                command.ne,
+                extended=not command.extended,
+            )
+        if kind == 7:  # drop or add Le
+            ne = None if command.ne is not None else rng.choice((256, 1, 65536))
+            return encode(
+                command.cla,
+                command.ins,
+                command.p1,
+                command.p2,
+                command.data,
+                ne,
+                extended=command.extended,
+            )
+        if kind == 8 and command.data:  # data one byte short or long, lengths kept honest
+            data = command.data[:-1] if rng.random() < 0.5 else command.data + b"\x00"
+            return encode(
+                command.cla,
+                command.ins,
+                command.p1,
+                command.p2,
+                data,
+                command.ne,
+                extended=command.extended,
+            )
+        return raw[:4] + rng.randbytes(rng.randrange(1, 12))  # a random body
+
+
+# The run ---------------------------------------------------------------------------------
+
+
+def _setting_text(value: object) -> str:
+    """A card setting as `benchmarks/fuzz.py --setting` takes it: true/false or hex."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value.hex().upper() if isinstance(value, bytes) else str(value)
+
+
+def run_fuzz(
+    seed: int,
+    apdus: int,
+    card: str = "taro",
+    settings: dict[str, Any] | None = None,
+    signature_budget: int = 25,
+) -> FuzzStats:
+    """`apdus` fuzzed APDUs against a fresh in-memory card; raises FuzzFailure on a broken rule."""
+    rng = random.Random(seed)
+    image, values = prepared_image(card, settings or {}, rng)
+    virtual = VirtualCard.in_memory(image)
+    virtual.power_off()
+    virtual.power_on()
+    model = Model(image, values)
+    generator = Generator(rng, model, signature_budget)
+    history: deque[str] = deque(maxlen=24)
+    started = time.perf_counter()
+
+    def fail(step: int, problem: str) -> FuzzFailure:
+        replay = (
+            f"python benchmarks/fuzz.py --apdus {step + 1} --seed {seed} --card {card} "
+            f"--signatures {signature_budget}"
+        )
+        if settings:
+            replay += "".join(f" --setting {k}={_setting_text(v)}" for k, v in settings.items())
+        return FuzzFailure(
+            f"step {step}: {problem}\nreplay: {replay}\nlast events:\n  " + "\n  ".join(history)
+        )
+
+    for step in range(apdus):
+        roll = rng.random()
+        if roll < 0.015:
+            virtual.reset()
+            model.reset()
+            model.stats.events["warm reset"] += 1
+            history.append("reset")
+        elif roll < 0.025:
+            virtual.power_off()
+            virtual.power_on()
+            model.power_cycle()
+            model.stats.events["power cycle"] += 1
+            history.append("power cycle")
+        elif roll < 0.03:
+            unblocked = [key for key, (tries, _, _) in snapshot(image).items() if tries == 0]
+            if unblocked:  # the municipal office resets a blocked PIN (tries only)
+                app, fid = rng.choice(unblocked)
+                image.applications[app].pins[fid].tries_left = PIN_RULES[app, fid][3]
+                model.stats.events["office unblock"] += 1
+                history.append(f"office unblocks {app} {fid:04X}")
+        raw = generator.next()
+        before = snapshot(image)
+        unpowered = rng.random() < 0.004
+        if unpowered:
+            virtual.power_off()
+            model.power_cycle()
+        try:
+            response = virtual.transmit(raw)
+        except CardPoweredOff as error:
+            if not unpowered:
+                raise fail(step, f"CardPoweredOff while powered: {error}") from error
+            history.append(f"unpowered {raw.hex().upper()} -> CardPoweredOff")
+            if snapshot(image) != before:
+                raise fail(step, "an unpowered card changed") from None
+            virtual.power_on()
+            model.stats.events["unpowered APDU refused"] += 1
+            model.stats.apdus += 1
+            continue
+        except Exception as error:  # noqa: BLE001 - the card must never raise
+            raise fail(step, f"the card raised {error!r} on {raw.hex().upper()}") from error
+        if unpowered:
+            raise fail(step, "an unpowered card answered")
+        history.append(
+            f"{raw.hex().upper()[:80]} -> {response.hex().upper()[-4:]} ({len(response) - 2} bytes)"
+        )
+        try:
+            model.check(raw, response, before, snapshot(image))
+        except FuzzFailure as failure:
+            raise fail(step, str(failure)) from None
+        model.stats.apdus += 1
+    model.stats.seconds = time.perf_counter() - started
+    return model.stats
+
+
+# The suite -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("card", "settings", "seed", "apdus", "budget"),
+    SUITE_RUNS,
+    ids=[f"{card}-seed{seed}" for card, _, seed, _, _ in SUITE_RUNS],
+)
+def test_fuzzed_apdus_keep_every_rule(
+    caplog: pytest.LogCaptureFixture,
+    card: str,
+    settings: dict[str, Any],
+    seed: int,
+    apdus: int,
+    budget: int,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="card_emulator")
+    stats = run_fuzz(seed, apdus, card, settings, budget)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "the card logged errors"
+    assert stats.apdus == apdus
+    # The grammar reached the interesting states, not only refusals.
+    reached = stats.events
+    for event in (
+        "verify ok",
+        "verify wrong",
+        "verify blocked",
+        "change ok",
+        "read",
+        "malformed",
+        "warm reset",
+        "power cycle",
+        "challenge",
+        "select EF",
+    ):
+        assert reached[event], f"the run never reached {event!r}: {dict(reached)}"
+    assert 0 < reached["signature"] <= budget + 5
+
+
+def test_reference_decoder_agrees_on_the_spec_examples() -> None:
+    """The oracle's own decoder, on forms the spec names."""
+    assert decode(bytes.fromhex("00A4040C0AD392F000260100000001")) == Command(
+        0, 0xA4, 4, 0x0C, AIDS[JPKI], None, False
+    )
+    assert decode(bytes.fromhex("00B0000000")) == Command(0, 0xB0, 0, 0, b"", 256, False)
+    assert decode(bytes.fromhex("00B00000000000")) == Command(0, 0xB0, 0, 0, b"", 65536, True)
+    assert decode(bytes.fromhex("00B08A0400069700")) is None  # 4 bytes of body: no such case
+    assert decode(bytes.fromhex("00B08A04000697")) == Command(0, 0xB0, 0x8A, 4, b"", 0x0697, True)
+    assert decode(bytes.fromhex("00200080")) == Command(0, 0x20, 0, 0x80, b"", None, False)
+    assert decode(bytes.fromhex("0020008000")) == Command(0, 0x20, 0, 0x80, b"", 256, False)
+    assert decode(bytes.fromhex("00200080000000")) == Command(0, 0x20, 0, 0x80, b"", 65536, True)
+    assert decode(bytes.fromhex("0020008000000131")) == Command(0, 0x20, 0, 0x80, b"1", None, True)
+    assert decode(bytes.fromhex("0020008000000131FF")) is None  # neither case 3 nor case 4
+    assert decode(b"\x00\xa4\x04") is None
+    for raw in (bytes.fromhex("802A00973301") + bytes(50) + b"\x00", bytes(7)):
+        command = decode(raw)
+        if command is not None:
+            assert (
+                decode(
+                    encode(
+                        command.cla,
+                        command.ins,
+                        command.p1,
+                        command.p2,
+                        command.data,
+                        command.ne,
+                        extended=command.extended,
+                    )
+                )
+                == command
+            )
+
+
+def test_secret_scanner_sees_a_leak() -> None:
+    """The leak check itself works: a fragment of a private key is found, a certificate is not."""
+    image = read_image(CARDS / "taro.json")
+    secrets = Secrets(image)
+    key = image.applications[JPKI].keys[0x17]
+    prime = key.private_numbers().p.to_bytes(128, "big")
+    assert secrets.leaked(b"\x01\x02" + prime[40:60] + b"\x90") is not None
+    assert secrets.leaked(image.applications[JPKI].files[0x000A]) is None
+
+
+# The oracle is not vacuous: faults put into the engine are caught -------------------------------
+
+
+def _keeps_state_across_aps(self: CardEngine, application: Application) -> None:
+    self._security_application = application.name  # the verified PINs of the AP left survive
+    self._current_df = application
+    self._current_ef = None
+
+
+def _power_off_keeps_state(self: CardEngine) -> None:
+    self.powered = False
+    self._current_df = self._current_ef = None
+
+
+def _power_on_keeps_state(self: CardEngine) -> bytes:
+    self.powered = True
+    self._current_df = self._current_ef = None
+    return self.atr
+
+
+def _refunds_wrong_tries(self: CardEngine, command: CommandApdu) -> bytes:
+    try:
+        return ORIGINAL_VERIFY(self, command)
+    except StatusError as status:
+        if status.sw & 0xFFF0 == 0x63C0 and command.data and self._current_ef is not None:
+            self._contents().pins[self._current_ef.fid].tries_left += 1
+        raise
+
+
+def _reads_keys(self: CardEngine, command: CommandApdu) -> bytes:
+    if command.p1 & 0x80 and self._current_df is not None:
+        found = self._current_df.file_by_short_id(command.p1 & 0x1F)
+        if isinstance(found, KeyFile) and found.fid in self._contents().keys:
+            pem = (
+                self._contents()
+                .keys[found.fid]
+                .private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            return pem[command.p2 : command.p2 + (command.le or 0)]
+    return ORIGINAL_READ_BINARY(self, command)
+
+
+def _query_answers_9000_once_verified(self: CardEngine, command: CommandApdu) -> bytes:
+    if not command.data and self._verified and command.p1 == 0 and command.le is None:
+        return b""
+    return ORIGINAL_VERIFY(self, command)
+
+
+ORIGINAL_VERIFY = CardEngine._verify
+ORIGINAL_READ_BINARY = CardEngine._read_binary
+MUTANTS: dict[str, dict[str, Any]] = {
+    "AP switch keeps PINs verified": {"_select_application": _keeps_state_across_aps},
+    "power cycle keeps PINs verified": {
+        "power_off": _power_off_keeps_state,
+        "power_on": _power_on_keeps_state,
+    },
+    "every access rule satisfied": {"_allowed": lambda self, rule: True},
+    "a wrong PIN's try refunded": {"_verify": _refunds_wrong_tries},
+    "key EFs readable by short id": {"_read_binary": _reads_keys},
+    "retry query 9000 once verified": {"_verify": _query_answers_9000_once_verified},
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_the_fuzzer_catches_a_planted_fault(monkeypatch: pytest.MonkeyPatch, mutant: str) -> None:
+    for name, replacement in MUTANTS[mutant].items():
+        monkeypatch.setattr(CardEngine, name, replacement)
+    with pytest.raises(FuzzFailure):
+        run_fuzz(seed=11, apdus=20_000, card="taro", signature_budget=25)
