@@ -277,10 +277,10 @@ class CardEngine:
             raise StatusError(SW.WRONG_LENGTH)
         # The decrement is durable before the comparison, so cutting power never buys a free try.
         reference.tries_left -= 1
-        self.store.commit()
+        self.store.commit_counters()
         if reference.matches(command.data):
             reference.tries_left = pin_file.rule.max_tries
-            self.store.commit()
+            self.store.commit_counters(sync=False)
             self._verified.add(pin_file.fid)
             return b""
         self._verified.discard(pin_file.fid)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 KDF_NAME = "pbkdf2-sha256-length-prefixed"
-DEFAULT_ITERATIONS = 20_000
+# Cheap on purpose (docs/CARD_FORMAT.md): the retry counter protects a PIN, not the hash's cost.
+DEFAULT_ITERATIONS = 1_000
 SALT_LENGTH = 16
 DIGEST_LENGTH = 32
 MAX_ITERATIONS = 10_000_000

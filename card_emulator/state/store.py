@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from card_emulator.errors import CardFileError, CardImageError
+from card_emulator.state import counters
 from card_emulator.state.image import CardImage
 
 PRIVATE_FILE_MODE = 0o600  # card images hold private keys
@@ -65,9 +67,17 @@ def real_card_path(path: Path) -> Path:
 
 
 def read_image(path: Path) -> CardImage:
-    """Load a card file without locking it (whole files only: writers replace them atomically)."""
+    """Load a card file, with the retry counters beside it, without locking it (writers replace
+    the image atomically and rewrite the counters in one small write)."""
+    counters_file = counters.counters_path(real_card_path(path))
     try:
-        return CardImage.loads(Path(path).read_bytes())
+        image = CardImage.loads(Path(path).read_bytes())
+        with contextlib.suppress(FileNotFoundError):  # a card not used since it was made
+            try:
+                counters.apply(image, counters_file.read_bytes())
+            except CardImageError as exc:
+                raise CardFileError(f"{counters_file}: {exc}") from None
+        return image
     except CardImageError as exc:
         raise CardFileError(f"{path}: {exc}") from None
     except FileNotFoundError:
@@ -87,6 +97,9 @@ class MemoryStore:
     def commit(self) -> None:
         """Nothing to make durable."""
 
+    def commit_counters(self, *, sync: bool = True) -> None:
+        """Nothing to make durable."""
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -99,6 +112,7 @@ class FileStore:
         self.image = image
         self._lock: IO[bytes] | None = lock
         self.read_only: str | None = None  # why this process may not change the file
+        self._counters: int | None = None  # the counters file, open for in-place writes
 
     @classmethod
     def create(cls, path: Path, image: CardImage) -> None:
@@ -169,10 +183,28 @@ class FileStore:
             raise
         store = cls(path, image, lock)
         store.read_only = read_only
+        if read_only is None:
+            try:
+                store._open_counters()
+            except OSError as exc:
+                store.close()
+                raise CardFileError(
+                    f"cannot write {path}{counters.SUFFIX}: {exc.strerror}"
+                ) from None
         return store
 
-    def commit(self) -> None:
-        """Make the current image durable before the card answers."""
+    def _open_counters(self) -> None:
+        """Open the counters file for writing in place, creating it whole if it is missing."""
+        path = counters.counters_path(self.path)
+        try:
+            self._counters = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            temporary = _write_temporary(path, counters.encode(self.image))
+            os.replace(temporary, path)
+            _sync_directory(path.parent)
+            self._counters = os.open(path, os.O_RDWR)
+
+    def _writable(self) -> None:
         if self._lock is None:
             raise CardFileError(f"{self.path} is closed")
         if self.read_only is not None:
@@ -180,14 +212,37 @@ class FileStore:
                 f"{self.path} cannot be changed ({self.read_only}); this command needs to "
                 "change the card (a retry counter, a PIN)"
             )
+
+    def commit_counters(self, *, sync: bool = True) -> None:
+        """Make the retry counters durable: one small write in place, and one sync unless the
+        change only gives tries back (losing it to a crash then costs a try, never refunds one)."""
+        self._writable()
+        assert self._counters is not None
+        try:
+            os.pwrite(self._counters, counters.encode(self.image), 0)
+            if sync:
+                os.fdatasync(self._counters)
+        except OSError as exc:
+            raise CardFileError(
+                f"cannot write {self.path}{counters.SUFFIX} ({exc.strerror}); "
+                "the card was not changed"
+            ) from None
+
+    def commit(self) -> None:
+        """Make the current image durable before the card answers (the counters with it)."""
+        self._writable()
         try:
             _replace_image(self.path, self.image.dumps())
         except OSError as exc:
             raise CardFileError(
                 f"cannot write {self.path} ({exc.strerror}); the card was not changed"
             ) from None
+        self.commit_counters()
 
     def close(self) -> None:
+        if self._counters is not None:
+            os.close(self._counters)
+            self._counters = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None

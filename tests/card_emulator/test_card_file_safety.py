@@ -144,7 +144,7 @@ def test_a_refused_file_is_never_rewritten(card_file: Path) -> None:
     assert card_file.read_bytes() == damaged  # the keys are still there for a human to rescue
 
 
-def test_a_version_1_file_still_opens_and_is_written_as_version_2(card_file: Path) -> None:
+def test_a_version_1_file_still_opens_and_is_rewritten_as_version_2(card_file: Path) -> None:
     data = json.loads(card_file.read_text())
     del data["checksum"]
     data["version"] = 1
@@ -152,8 +152,13 @@ def test_a_version_1_file_still_opens_and_is_written_as_version_2(card_file: Pat
     with VirtualCard.open(card_file) as card:
         card.transmit(SELECT_JPKI)
         assert card.transmit(WRONG_AUTH_PIN) == b"\x63\xc2"
-    assert json.loads(card_file.read_text())["version"] == 2
-    assert tries(card_file) == 2
+    assert tries(card_file) == 2  # a counter alone goes to the counters file
+    with VirtualCard.open(card_file) as card:
+        card.transmit(SELECT_JPKI)
+        assert card.transmit(RIGHT_AUTH_PIN) == b"\x90\x00"
+        assert card.transmit(bytes.fromhex("002401980434333231")) == b"\x90\x00"
+    assert json.loads(card_file.read_text())["version"] == 2  # a PIN change rewrites the image
+    assert tries(card_file) == 3
 
 
 def test_settings_change_through_the_command(tmp_path: Path, card_file: Path) -> None:
@@ -241,3 +246,34 @@ def test_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
     assert stat.S_IMODE(target.with_name("card.json.lock").stat().st_mode) == 0o600
     for directory in (tmp_path / "new", tmp_path / "new" / "deeper"):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+# Retry counters --------------------------------------------------------------------------
+
+
+def test_a_verify_writes_the_counters_not_the_image(card_file: Path) -> None:
+    with VirtualCard.open(card_file) as card:
+        image_before = card_file.read_bytes()
+        card.transmit(SELECT_JPKI)
+        assert card.transmit(WRONG_AUTH_PIN) == b"\x63\xc2"
+        assert card_file.read_bytes() == image_before  # no rewrite of the 16 KB image
+    assert tries(card_file) == 2
+    with VirtualCard.open(card_file) as card:
+        card.transmit(SELECT_JPKI)
+        assert card.transmit(RIGHT_AUTH_PIN) == b"\x90\x00"
+    assert tries(card_file) == 3
+
+
+def test_every_single_byte_corruption_of_the_counters_is_refused(card_file: Path) -> None:
+    VirtualCard.open(card_file).close()  # makes the counters file
+    counters_file = card_file.with_name(card_file.name + ".counters")
+    raw = counters_file.read_bytes()
+    for offset in range(len(raw)):
+        damaged = bytearray(raw)
+        damaged[offset] ^= 0x01
+        counters_file.write_bytes(bytes(damaged))
+        with pytest.raises(CardFileError, match="counters") as error:
+            VirtualCard.open(card_file)
+        assert "\n" not in str(error.value)
+    counters_file.write_bytes(raw)
+    VirtualCard.open(card_file).close()

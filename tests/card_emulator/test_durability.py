@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from card_emulator.errors import CardFileError
-from card_emulator.state.store import read_image
+from card_emulator.state.store import FileStore, read_image
 from card_emulator.transports.memory import VirtualCard
 from tests.conftest import CARDS
 
@@ -99,9 +99,10 @@ def test_kills_at_random_moments_never_corrupt_the_card_nor_refund_a_try(card_fi
     for _ in range(16):
         before = tries_on_disk(card_file)
         if before == 0:
-            image = read_image(card_file)  # as the office's unblock does, through the store
-            image.contents("jpki").pins[0x0018].tries_left = 3
-            card_file.write_bytes(image.dumps())
+            store = FileStore.open(card_file)  # as the office's unblock does, through the store
+            store.image.contents("jpki").pins[0x0018].tries_left = 3
+            store.commit()
+            store.close()
             before = 3
         process = child(KILLED_AT_RANDOM, card_file)
         assert process.stdout is not None and process.stdin is not None

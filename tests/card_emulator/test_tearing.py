@@ -6,7 +6,8 @@ operations that read no certificate (a signature, GET CHALLENGE, the token info)
 and power cycles. The child prints each answer as it gets it, and is killed with SIGKILL:
 
 - *pinpointed*: the child stops itself at the n-th file-system step of the script (before or after
-  each `os.open`, `os.fsync`, `os.replace` of a commit, and each PIN comparison) and the parent
+  each `os.open`, `os.fsync`, `os.replace`, `os.pwrite`, `os.fdatasync` of a commit, and each PIN
+  comparison) and the parent
   kills it there: these kills land where they are aimed whatever the machine's load;
 - *timed*: after a seeded random delay.
 
@@ -104,7 +105,8 @@ def _stall_forever() -> None:
 
 class _Stall:
     """Stops the card process (and says where) at the n-th file-system step of one script line:
-    before and after each `os.open`, `os.fsync`, `os.replace` and PIN comparison."""
+    before and after each `os.open`, `os.fsync`, `os.replace`, `os.pwrite`, `os.fdatasync` and
+    PIN comparison."""
 
     def __init__(self, line: int, target: int) -> None:
         self.line, self.target = line, target
@@ -136,7 +138,7 @@ def _install_stall(step: _Stall) -> None:
 
         setattr(owner, name, wrapper)
 
-    for name in ("open", "fsync", "replace"):
+    for name in ("open", "fsync", "replace", "pwrite", "fdatasync"):
         wrap(os, name)
     wrap(PinReference, "matches")
 
@@ -459,9 +461,11 @@ def _classify(step: Step | None, before: Disk, disk: Disk) -> str:
     return f"{step.kind}: changed"  # not allowed: caught by the during check
 
 
-# File-system steps of one script line, from the engine's writes: a commit is 10 (before and
-# after open, fsync, replace of the copy; open and fsync of the directory), a comparison 2.
-PINPOINT_STEPS = {"verify wrong": 12, "verify right": 22, "change": 10}
+# File-system steps of one script line, from the engine's writes: a counters write is 4 (before
+# and after pwrite and fdatasync; 2 for a restore, which is not synced), an image commit 10
+# (open, fsync, replace of the copy; open and fsync of the directory) plus a counters write,
+# a comparison 2.
+PINPOINT_STEPS = {"verify wrong": 6, "verify right": 8, "change": 14}
 
 
 class _Chain:
@@ -693,4 +697,4 @@ def test_the_tearing_check_catches_a_planted_fault(
     tmp_path: Path, fast_keys: None, mutant: str
 ) -> None:
     with pytest.raises(AssertionError, match="no try spent|does not load"):
-        run_tearing(tmp_path, seed=2, kills=24, mutant=mutant)
+        run_tearing(tmp_path, seed=2, kills=48, mutant=mutant)
