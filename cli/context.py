@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,7 +20,9 @@ from jpki.client.errors import CardConnectionError
 from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
 from jpki.paths import ca_directory, default_card_path
-from jpki.relying_party.verify import TrustAnchorError, TrustStore
+
+if TYPE_CHECKING:
+    from jpki.relying_party.verify import TrustStore
 
 CardConnection = InProcessConnection | PcscConnection
 
@@ -86,7 +89,9 @@ def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
     A damaged anchor, or one that others could have replaced (in a group- or world-writable
     file or directory), is refused as a test CA error (exit 4), naming the file.
     """
-    from jpki.issuer.ca import CAError  # here: commands that trust nothing never load the issuer
+    # Here: commands that trust nothing never load the issuer nor the verifier.
+    from jpki.issuer.ca import CAError
+    from jpki.relying_party.verify import TrustAnchorError, TrustStore
 
     try:
         if ca_certificates:

@@ -71,3 +71,25 @@ def test_virtual_card_is_importable_from_the_package() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "9000"
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--card", "{card}", "pin", "status"]])
+def test_commands_import_only_what_they_use(tmp_path: Path, arguments: list[str]) -> None:
+    card = tmp_path / "card.json"
+    card.write_bytes((ROOT / "fixtures" / "cards" / "taro.json").read_bytes())
+    argv = [card.as_posix() if a == "{card}" else a for a in arguments]
+    code = (
+        "import json, sys\n"
+        "from cli.main import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    heavy = ("jpki.issuer", "jpki.cms", "jpki.relying_party", "http.client", "asn1crypto")
+    assert not {module for module in loaded if module.startswith(heavy)}

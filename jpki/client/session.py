@@ -29,7 +29,6 @@ from jpki.client.errors import (
     WrongPinError,
 )
 from jpki.client.protocol import ApduProtocol
-from jpki.cms import digest_info_sha256
 
 RETRY_COUNTER_SW = 0x63C0
 # What a card back at the MF (after a reset) answers for an EF or a PIN of the AP it forgot.
@@ -166,4 +165,6 @@ class JpkiSession(CardSession):
 
     def sign(self, key: Key, data: bytes) -> bytes:
         """RSA PKCS#1 v1.5 with SHA-256 over `data`: hashed here, padded and signed on the card."""
+        from jpki.cms import digest_info_sha256  # the CMS code loads only for signing
+
         return self.sign_digest_info(key, digest_info_sha256(hashlib.sha256(data).digest()))
