@@ -7,10 +7,11 @@ starts its own pcscd there (without --debug --apdu, whose logging would slow eve
 never touches a system pcscd and leaves nothing running.
 
 Cards are served one at a time in vpcd slot 0 by a `VpcdLink` in a forked process: the
-floor is an echo card that answers 9000 to everything (same path, no card logic), then the real
-card (taro.json, in memory) with SELECT AP, READ BINARY 256 bytes by short EF id and the VERIFY
-retry query, each timed separately, then READ BINARY through a `jpki serve` subprocess. These
-tuned cases take turns over a few passes so that a change in the machine's load hits all alike.
+floor is an echo card answering as many bytes as the card would (same path, no card logic), then
+the real card (taro.json, in memory) with SELECT AP, READ BINARY 256 bytes by short EF id and
+the VERIFY retry query, each timed separately, then READ BINARY through a `jpki serve`
+subprocess. These tuned cases take turns over a few passes so that a change in the machine's
+load hits all alike.
 The headline figure is interleaved: one served card that is the echo card for one APDU and the
 real card for the next, on one connection, so drift in the machine's speed cancels out.
 Floor and card run again with Nagle and delayed ACKs left on (few rounds: ~44 ms each).
@@ -58,7 +59,8 @@ UNTUNED = SocketTuning(nodelay=False, quickack=False)
 
 
 class EchoCard:
-    """The floor: answers 9000 to every APDU, with the real card's ATR (same protocol)."""
+    """The floor: no card logic, but as many bytes as the card answers (zeros for the Le of a
+    case 2 APDU, such as READ BINARY 256), then 9000, with the real card's ATR."""
 
     def __init__(self, atr: bytes) -> None:
         self._atr = atr
@@ -77,7 +79,8 @@ class EchoCard:
         return self._atr
 
     def transmit(self, apdu: bytes) -> bytes:
-        return b"\x90\x00"
+        expected = (apdu[4] or 256) if len(apdu) == 5 else 0
+        return bytes(expected) + b"\x90\x00"
 
 
 @dataclass
@@ -241,7 +244,7 @@ def run(
     stats = {case: summary([us for run in runs for us in run]) for case, runs in samples.items()}
     floor, slow_floor = stats["echo"][0], stats["untuned echo"][0]
     names = [name for name, _ in COMMANDS]
-    rows = [Row("echo floor (9000)", *stats["echo"], floor)]
+    rows = [Row("echo floor (same bytes)", *stats["echo"], floor)]
     rows += [Row(f"card: {name}", *stats[f"card: {name}"], floor) for name in names]
     rows.append(Row("jpki serve: READ BINARY 256", *stats["cli"], floor))
     rows.append(Row("untuned echo floor", *stats["untuned echo"], floor, slow_floor))
