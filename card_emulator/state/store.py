@@ -1,4 +1,5 @@
-"""Where a card image lives: in memory, or in a locked file rewritten atomically on each change."""
+"""Where a card image lives: in memory, or in a locked file replaced atomically on each change,
+with its retry counters beside it, rewritten in place."""
 
 from __future__ import annotations
 
