@@ -77,7 +77,19 @@ def provision_card(
     image = CardImage(settings=settings or CardSettings())
     contents = image.contents(JPKI.name)
     auth_key = rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
-    auth_certificate = ca.issue_authentication_certificate(holder, auth_key.public_key(), now=now)
+    sign_key = (
+        None if sign_pin is None else rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
+    )
+    # Both certificates in one transaction of the CA's record: one disk sync, both or neither.
+    with ca.batch():
+        auth_certificate = ca.issue_authentication_certificate(
+            holder, auth_key.public_key(), now=now
+        )
+        sign_certificate = (
+            None
+            if sign_key is None
+            else ca.issue_signature_certificate(holder, sign_key.public_key(), now=now)
+        )
     contents.keys[JpkiFile.AUTHENTICATION_KEY] = auth_key
     contents.files[JpkiFile.AUTHENTICATION_CERTIFICATE] = _der(auth_certificate)
     contents.files[JpkiFile.AUTHENTICATION_CA_CERTIFICATE] = _der(ca.authentication.certificate)
@@ -85,9 +97,7 @@ def provision_card(
     contents.pins[JpkiFile.AUTHENTICATION_PIN] = PinReference.create(
         auth_pin.encode(), Pin.AUTH.max_tries, pin_iterations
     )
-    if sign_pin is not None:
-        sign_key = rsa.generate_private_key(RSA_PUBLIC_EXPONENT, RSA_KEY_BITS)
-        sign_certificate = ca.issue_signature_certificate(holder, sign_key.public_key(), now=now)
+    if sign_pin is not None and sign_key is not None and sign_certificate is not None:
         contents.keys[JpkiFile.SIGNATURE_KEY] = sign_key
         contents.files[JpkiFile.SIGNATURE_CERTIFICATE] = _der(sign_certificate)
         contents.pins[JpkiFile.SIGNATURE_PIN] = PinReference.create(

@@ -1,12 +1,14 @@
 """Revocation as the test CA publishes it: the CRLs and OCSP responses its two CAs sign.
 
-Pure (state in, DER out); `jpki.issuer.server` puts it on HTTP. The relying party's checks are
-in `jpki.relying_party.revocation`.
+Pure (state in, DER out); `jpki.issuer.server` puts it on HTTP, answering from a copy of the
+record it holds in memory. The relying party's checks are in `jpki.relying_party.revocation`.
 """
 
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -14,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from jpki.certificates import CertificateKind, ocsp_issuer_hashes
-from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationReason, TestCA
+from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationReason
 
 UTC = datetime.UTC
 CRL_VALIDITY = datetime.timedelta(days=1)
@@ -31,6 +33,22 @@ MAX_OCSP_RESPONSE_BYTES = 1024 * 1024
 OCSP_URL_SCHEMES = ("http", "https")
 PEM_MARKER = b"-----BEGIN"
 UNSPECIFIED_REASON = x509.ReasonFlags.unspecified.value
+
+
+class IssuerRecord(Protocol):
+    """What CRLs and OCSP answers are made from: a `TestCA`, or a copy of its record."""
+
+    @property
+    def signature(self) -> CertificateAuthority: ...
+
+    @property
+    def authentication(self) -> CertificateAuthority: ...
+
+    def authority(self, kind: CertificateKind) -> CertificateAuthority: ...
+
+    def find_issued(self, serial: int) -> IssuedCertificate | None: ...
+
+    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]: ...
 
 
 def _require_aware(moment: datetime.datetime) -> datetime.datetime:
@@ -62,7 +80,7 @@ def _authority_key_identifier(authority: CertificateAuthority) -> x509.Authority
 
 
 def build_crl(
-    ca: TestCA,
+    ca: IssuerRecord,
     kind: CertificateKind,
     *,
     now: datetime.datetime | None = None,
@@ -109,15 +127,21 @@ def _request_nonce(request: ocsp.OCSPRequest) -> bytes | None:
         return None
 
 
-def build_ocsp_response(
-    ca: TestCA, request_der: bytes, *, now: datetime.datetime | None = None
-) -> bytes:
-    """The DER OCSP response to one DER request, signed by the CA that issued the certificate.
+@dataclass(frozen=True)
+class OcspQuestion:
+    """What a well-formed OCSP request asks: one certificate, named by its issuer's hashes."""
 
-    A request that does not parse gets malformedRequest; one naming neither CA (by issuer key
-    hash and name hash) gets unauthorized; a serial the CA never issued is answered unknown.
-    """
-    this_update = _now(now)
+    serial: int
+    name_hash: bytes
+    key_hash: bytes
+    algorithm: hashes.HashAlgorithm
+    nonce: bytes | None
+
+
+def read_ocsp_request(request_der: bytes) -> OcspQuestion | bytes:
+    """The question of a DER request, or (bytes) the unsigned answer to a request that cannot
+    be answered: malformedRequest if it does not parse, unauthorized if its hash algorithm is
+    unknown (we cannot tell whether it names one of our CAs)."""
     try:
         request = ocsp.load_der_ocsp_request(request_der)
         serial = request.serial_number
@@ -129,20 +153,30 @@ def build_ocsp_response(
     try:
         algorithm = request.hash_algorithm
     except UnsupportedAlgorithm:
-        # Well-formed, but we cannot tell whether the hashes name one of our CAs.
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    return OcspQuestion(serial, name_hash, key_hash, algorithm, nonce)
+
+
+def answer_ocsp(
+    ca: IssuerRecord, question: OcspQuestion, *, now: datetime.datetime | None = None
+) -> bytes:
+    """The DER response to `question`, signed by the CA that issued the certificate; a nonce is
+    echoed. One naming neither CA (by issuer key hash and name hash) gets unauthorized; a serial
+    the CA never issued is answered unknown."""
+    this_update = _now(now)
     # Both CAs have DNs of one pattern (and CA generations share a DN): the key decides.
     authority = next(
         (
             candidate
             for candidate in (ca.signature, ca.authentication)
-            if ocsp_issuer_hashes(candidate.certificate, algorithm) == (name_hash, key_hash)
+            if ocsp_issuer_hashes(candidate.certificate, question.algorithm)
+            == (question.name_hash, question.key_hash)
         ),
         None,
     )
     if authority is None:
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    entry = ca.find_issued(serial)
+    entry = ca.find_issued(question.serial)
     revocation_time: datetime.datetime | None = None
     reason: x509.ReasonFlags | None = None
     if entry is None or entry.kind is not authority.kind:
@@ -155,10 +189,10 @@ def build_ocsp_response(
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response_by_hash(
-            issuer_name_hash=name_hash,
-            issuer_key_hash=key_hash,
-            serial_number=serial,
-            algorithm=algorithm,
+            issuer_name_hash=question.name_hash,
+            issuer_key_hash=question.key_hash,
+            serial_number=question.serial,
+            algorithm=question.algorithm,
             cert_status=status,
             this_update=this_update,
             next_update=this_update + OCSP_VALIDITY,
@@ -167,7 +201,17 @@ def build_ocsp_response(
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, authority.certificate)
     )
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    if question.nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(question.nonce), critical=False)
     response = builder.sign(authority.private_key, hashes.SHA256())
     return response.public_bytes(serialization.Encoding.DER)
+
+
+def build_ocsp_response(
+    ca: IssuerRecord, request_der: bytes, *, now: datetime.datetime | None = None
+) -> bytes:
+    """The DER OCSP response to one DER request (`read_ocsp_request`, then `answer_ocsp`)."""
+    question = read_ocsp_request(request_der)
+    if isinstance(question, bytes):
+        return question
+    return answer_ocsp(ca, question, now=now)

@@ -6,8 +6,14 @@ CRL for each of the two CAs, answered from the CA directory's current state.
     GET  /crl/signature.crl       DER CRL of the signature CA (application/pkix-crl)
     GET  /crl/authentication.crl  DER CRL of the authentication CA
 
-ca.json is re-read whenever its content changes, so revocations recorded by another process
-(`jpki ca revoke`) are served without a restart. Binds to loopback unless told otherwise.
+Answers come from the CA held in memory: its keys, loaded once, and a copy of its record,
+followed rather than re-read. Before each answer one cheap check (SQLite's data_version on
+ca.sqlite, microseconds) tells whether another process changed the record, and then only the
+changed entries are read, so revocations recorded by another process (`jpki ca revoke`) are served
+at once, without a restart. Requests without a nonce get responses signed once and reused for up
+to a minute, or until the certificate's entry changes, as RFC 5019 responders pre-sign them; a
+request with a nonce is signed afresh, to echo it. CRLs are re-signed when the record changes or
+a minute has passed. Binds to loopback unless told otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from cryptography.x509 import ocsp
 
 from jpki.certificates import CertificateKind
 from jpki.issuer import revocation
-from jpki.issuer.ca import STATE_FILE, CAError, TestCA
+from jpki.issuer.ca import CAError, CertificateAuthority, IssuedCertificate, TestCA
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +58,155 @@ BUSY_RESPONSE = (
 )
 MAX_LOGGED_PATH_CHARACTERS = 80
 BASE64_QUANTUM = 4
+# Signed responses to nonce-less requests (and CRLs) are reused for this long at most; the
+# responses say they are valid for an hour (revocation.OCSP_VALIDITY).
+PRESIGNED_SECONDS = 60.0
+# Distinct nonce-less requests remembered; beyond, the oldest is forgotten.
+PRESIGNED_RESPONSES = 4096
+
+
+class CASnapshot:
+    """The CA's two authorities and a copy of its record, in memory (revocation.IssuerRecord)."""
+
+    def __init__(self, ca: TestCA) -> None:
+        self.signature = ca.signature
+        self.authentication = ca.authentication
+        self._entries: dict[int, IssuedCertificate] = {}
+        self._revoked: dict[CertificateKind, dict[int, IssuedCertificate]] = {
+            kind: {} for kind in CertificateKind
+        }
+        # What readers see: replaced whole by `apply`, never changed in place.
+        self._revoked_lists: dict[CertificateKind, tuple[IssuedCertificate, ...]] = {
+            kind: () for kind in CertificateKind
+        }
+
+    def authority(self, kind: CertificateKind) -> CertificateAuthority:
+        return self.signature if kind is CertificateKind.SIGNATURE else self.authentication
+
+    def find_issued(self, serial: int) -> IssuedCertificate | None:
+        return self._entries.get(serial)
+
+    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]:
+        return self._revoked_lists[kind]
+
+    def apply(self, entries: tuple[IssuedCertificate, ...]) -> None:
+        """Take in entries issued or revoked since the copy was made. One writer at a time (the
+        cache's lock); readers in other threads see each entry and each list whole, old or new."""
+        changed_kinds = set()
+        for entry in entries:
+            self._entries[entry.serial] = entry
+            revoked = self._revoked[entry.kind]
+            if entry.revoked or entry.serial in revoked:
+                changed_kinds.add(entry.kind)
+                if entry.revoked:
+                    revoked[entry.serial] = entry
+                else:
+                    del revoked[entry.serial]
+        for kind in changed_kinds:
+            revoked = self._revoked[kind]
+            self._revoked_lists[kind] = tuple(revoked[serial] for serial in sorted(revoked))
 
 
 class CAStateCache:
-    """The CA of a directory, reloaded when ca.json's bytes change; safe across threads."""
+    """The CA of a directory in memory, following its record; safe across threads.
+
+    Keys and settings are loaded once (again only if a version-1 ca.json is migrated meanwhile);
+    the record is copied once, then only changed entries are read, when `TestCA.record_version`
+    says there are some. Signed answers are kept as the module docstring says.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
-        self._state: bytes | None = None
         self._ca: TestCA | None = None
+        self._snapshot: CASnapshot | None = None
+        self._version: tuple[object, ...] = ()
+        self._counter = -1
+        # Bumped by every change of the record: a signed answer made from an older copy is not
+        # kept (another thread may have signed it while the change came in).
+        self._generation = 0
+        self._responses: dict[bytes, tuple[int, float, bytes]] = {}  # request: serial, time, DER
+        self._crls: dict[CertificateKind, tuple[int, float, bytes]] = {}
 
-    def current(self) -> TestCA:
-        state_path = self.directory / STATE_FILE
-        try:
-            state: bytes | None = state_path.read_bytes()
-        except OSError:
-            state = None  # TestCA.load then says what is missing or unreadable
+    def current(self) -> CASnapshot:
+        """The CA as of now; raises CAError when the directory holds no usable CA."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[CASnapshot, int]:
         with self._lock:
-            # Comparing contents, not mtimes: two writes within one timestamp tick still differ.
-            if self._ca is None or state is None or state != self._state:
-                self._ca = TestCA.load(self.directory)
-                self._state = state
-            return self._ca
+            if self._ca is None or self._snapshot is None:
+                return self._load()
+            version = self._ca.record_version()
+            if version != self._version:
+                if version[0] != self._version[0] or version[0] == "ca.json":
+                    return self._load()  # a version-1 record, migrated: load the CA again
+                self._follow(version)
+            return self._snapshot, self._generation
+
+    def _load(self) -> tuple[CASnapshot, int]:
+        ca = TestCA.load(self.directory)
+        version = ca.record_version()  # before reading: a change in between is seen next time
+        counter, entries = ca.changes_since(-1)
+        snapshot = CASnapshot(ca)
+        snapshot.apply(entries)
+        if self._ca is not None:
+            self._ca.close()
+        self._ca, self._snapshot, self._version, self._counter = ca, snapshot, version, counter
+        self._generation += 1
+        self._responses.clear()
+        self._crls.clear()
+        return snapshot, self._generation
+
+    def _follow(self, version: tuple[object, ...]) -> None:
+        assert self._ca is not None and self._snapshot is not None
+        self._version = version
+        self._counter, entries = self._ca.changes_since(self._counter)
+        if not entries:
+            return  # e.g. a checkpoint: nothing that answers depend on
+        self._snapshot.apply(entries)
+        self._generation += 1
+        changed = {entry.serial for entry in entries}
+        for request in [key for key, value in self._responses.items() if value[0] in changed]:
+            del self._responses[request]
+        self._crls.clear()
+
+    def ocsp_response(self, request_der: bytes) -> bytes:
+        """The DER response to a DER OCSP request."""
+        snapshot, generation = self._current()
+        with self._lock:
+            kept = self._responses.get(request_der)
+        if kept is not None and time.monotonic() - kept[1] < PRESIGNED_SECONDS:
+            return kept[2]
+        question = revocation.read_ocsp_request(request_der)
+        if isinstance(question, bytes):
+            return question  # malformed or unauthorized: unsigned, nothing to keep
+        signed_at = time.monotonic()
+        response = revocation.answer_ocsp(snapshot, question)
+        if question.nonce is None:
+            with self._lock:
+                if generation == self._generation:
+                    if len(self._responses) >= PRESIGNED_RESPONSES:
+                        del self._responses[next(iter(self._responses))]
+                    self._responses[request_der] = (question.serial, signed_at, response)
+        return response
+
+    def crl(self, kind: CertificateKind) -> bytes:
+        """The DER CRL of one CA."""
+        snapshot, generation = self._current()
+        with self._lock:
+            kept = self._crls.get(kind)
+        if (
+            kept is not None
+            and kept[0] == generation
+            and time.monotonic() - kept[1] < PRESIGNED_SECONDS
+        ):
+            return kept[2]
+        signed_at = time.monotonic()
+        der = revocation.build_crl(snapshot, kind).public_bytes(serialization.Encoding.DER)
+        with self._lock:
+            if generation == self._generation:
+                self._crls[kind] = (generation, signed_at, der)
+        return der
 
 
 class CAServer(ThreadingHTTPServer):
@@ -228,7 +360,7 @@ class _CARequestHandler(BaseHTTPRequestHandler):
 
     def _answer_ocsp(self, request_der: bytes) -> None:
         try:
-            body = revocation.build_ocsp_response(self.server.ca_state.current(), request_der)
+            body = self.server.ca_state.ocsp_response(request_der)
         except CAError as error:
             logger.error("cannot answer OCSP: %s", error)
             body = _internal_error_response()
@@ -236,12 +368,12 @@ class _CARequestHandler(BaseHTTPRequestHandler):
 
     def _answer_crl(self, kind: CertificateKind) -> None:
         try:
-            crl = revocation.build_crl(self.server.ca_state.current(), kind)
+            crl = self.server.ca_state.crl(kind)
         except CAError as error:
             logger.error("cannot make the %s CRL: %s", kind.value, error)
             self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
             return
-        self._send(crl.public_bytes(serialization.Encoding.DER), revocation.CRL_MEDIA_TYPE)
+        self._send(crl, revocation.CRL_MEDIA_TYPE)
 
     def _send(self, body: bytes, media_type: str) -> None:
         self.send_response(HTTPStatus.OK)

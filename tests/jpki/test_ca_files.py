@@ -4,6 +4,7 @@ trust anchors that are damaged or writable by others refused with one line (exit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 import os
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki.durable import write_atomically
 from jpki.issuer import ca as ca_module
-from jpki.issuer.ca import CA_FILES, STATE_FILE, CAError, RevocationReason, TestCA
+from jpki.issuer.ca import CA_FILES, STATE_FILE, CAError, Revocation, RevocationReason, TestCA
 from jpki.issuer.holder import Holder, Sex
 from jpki.relying_party.verify import TrustAnchorError, TrustStore
 from tests.conftest import CA_DIR, CARDS
@@ -106,11 +107,23 @@ def test_fixture_ca_json_reads_back_to_the_same_bytes(ca_dir: Path) -> None:
 
 
 def test_ca_json_with_a_revocation_reads_back_to_the_same_bytes(ca_dir: Path) -> None:
-    TestCA.load(ca_dir).revoke(FIXTURE_SERIAL, RevocationReason.KEY_COMPROMISE)
-    raw = (ca_dir / STATE_FILE).read_bytes()
+    # A version-1 ca.json with a revocation, as earlier versions wrote it (revoking now
+    # migrates the record into ca.sqlite instead).
+    fixture = TestCA.load(ca_dir)
+    revocation = Revocation(
+        datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        RevocationReason.KEY_COMPROMISE,
+    )
+    issued = tuple(
+        dataclasses.replace(entry, revocation=revocation) if entry.serial == FIXTURE_SERIAL
+        else entry
+        for entry in fixture.issued
+    )  # fmt: skip
+    raw = ca_module._dumps(fixture._state(fixture.next_serial, issued))
+    (ca_dir / STATE_FILE).write_bytes(raw)
     loaded = TestCA.load(ca_dir)
     entry = loaded.find_issued(FIXTURE_SERIAL)
-    assert entry is not None and entry.revoked
+    assert entry is not None and entry.revocation == revocation
     assert ca_module._dumps(loaded._state(loaded.next_serial, loaded.issued)) == raw
 
 
