@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 from collections.abc import Callable
@@ -589,19 +591,29 @@ def test_state_records_issued_certificates(
     signature_certificate: x509.Certificate,
     authentication_certificate: x509.Certificate,
 ) -> None:
+    # ca.json holds the settings; the record is in ca.sqlite
     state = json.loads((test_ca.directory / "ca.json").read_text(encoding="utf-8"))
-    assert state["format"] == "jpki-emulator-ca"
-    assert state["version"] == 1
-    assert state["production_dn"] is False
-    assert state["ocsp_url"] == "http://127.0.0.1:8080/ocsp"
-    assert int(state["next_serial"], 16) == test_ca.next_serial
-    entries = {int(entry["serial"], 16): entry for entry in state["issued"]}
-    signature_entry = entries[signature_certificate.serial_number]
-    assert signature_entry["kind"] == "signature"
-    assert signature_entry["holder_name"] == NAME_WITH_NON_JIS
-    assert signature_entry["label"] == "card-1"
-    assert signature_entry["not_after"] == "2029-02-17T14:59:59+00:00"
-    assert entries[authentication_certificate.serial_number]["kind"] == "authentication"
+    assert state == {
+        "format": "jpki-emulator-ca",
+        "version": 2,
+        "ocsp_url": "http://127.0.0.1:8080/ocsp",
+        "crl_url": None,
+        "production_dn": False,
+    }
+    with contextlib.closing(sqlite3.connect(test_ca.directory / "ca.sqlite")) as database:
+        (next_serial,) = database.execute("SELECT next_serial FROM ca").fetchone()
+        rows = database.execute(
+            "SELECT serial, kind, holder_name, label, not_after FROM issued"
+        ).fetchall()
+    assert next_serial == test_ca.next_serial
+    entries = {serial: fields for serial, *fields in rows}
+    assert entries[signature_certificate.serial_number] == [
+        "signature",
+        NAME_WITH_NON_JIS,
+        "card-1",
+        "2029-02-17T14:59:59+00:00",
+    ]
+    assert entries[authentication_certificate.serial_number][0] == "authentication"
 
 
 def copy_ca(test_ca: TestCA, tmp_path: Path) -> Path:
