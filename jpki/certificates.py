@@ -77,6 +77,15 @@ ERA_NAMES = {"0": "unknown era", "1": "Meiji", "2": "Taisho", "3": "Showa", "4":
 SEX_NAMES = {"1": "male", "2": "female", "3": "unknown"}
 
 
+def parse_whole(certificate: x509.Certificate) -> None:
+    """Parse every part now: cryptography parses some lazily, and would fail later, elsewhere."""
+    certificate.public_key()
+    for extension in certificate.extensions:
+        _ = extension.value
+    _ = (certificate.issuer, certificate.subject, certificate.signature_hash_algorithm)
+    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+
+
 def readable_name(name: x509.Name) -> str:
     """A DN in certificate order (`C=JP, O=…`), as openssl prints it."""
     return ", ".join(rdn.rfc4514_string() for rdn in name.rdns)

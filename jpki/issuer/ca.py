@@ -65,7 +65,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki.certificates import CertificateKind, issued_by
+from jpki.certificates import CertificateKind, issued_by, parse_whole
 from jpki.durable import make_private_directories, remove_leftovers, write_atomically
 from jpki.errors import BadValueError, JpkiError
 from jpki.issuer import profile
@@ -1412,18 +1412,9 @@ def _load_ca_certificate(path: Path) -> x509.Certificate:
         raise CAError(f"cannot read {path}: {error.strerror}") from error
     try:
         certificate = x509.load_pem_x509_certificate(pem)
-        _parse_whole(certificate)
+        parse_whole(certificate)
     except CERTIFICATE_ERRORS:
         raise CAError(f"{path} is damaged: not a readable PEM certificate") from None
     if not issued_by(certificate, certificate):
         raise CAError(f"{path} is damaged: its self-signature does not verify")
     return certificate
-
-
-def _parse_whole(certificate: x509.Certificate) -> None:
-    """Parse every part now: cryptography parses some lazily, and would fail later, elsewhere."""
-    certificate.public_key()
-    for extension in certificate.extensions:
-        _ = extension.value
-    _ = (certificate.issuer, certificate.subject, certificate.signature_hash_algorithm)
-    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)

@@ -21,6 +21,7 @@ from jpki.certificates import (
     CertificateKind,
     authority_key_id,
     issued_by,
+    parse_whole,
     readable_name,
     subject_key_id,
 )
@@ -108,7 +109,7 @@ def _read_anchors(path: Path) -> list[x509.Certificate]:
         else:
             certificates = [x509.load_der_x509_certificate(data)]
         for certificate in certificates:
-            _parse_whole(certificate)
+            parse_whole(certificate)
     except CERTIFICATE_ERRORS:
         raise TrustAnchorError(f"{path} is damaged: not a readable certificate") from None
     # A self-issued CA certificate carries its own signature: damage anywhere breaks it.
@@ -129,15 +130,6 @@ def _read_anchor_file(path: Path) -> bytes:
             return handle.read()
     except OSError as error:
         raise TrustAnchorError(f"cannot read {path}: {error.strerror}") from None
-
-
-def _parse_whole(certificate: x509.Certificate) -> None:
-    """Parse every part now: cryptography parses some lazily, and would fail later, elsewhere."""
-    certificate.public_key()
-    for extension in certificate.extensions:
-        _ = extension.value
-    _ = (certificate.issuer, certificate.subject, certificate.signature_hash_algorithm)
-    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
 
 
 def _check_validity(certificate: x509.Certificate, at: datetime.datetime, what: str) -> None:
