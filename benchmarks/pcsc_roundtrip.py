@@ -54,6 +54,7 @@ COMMANDS = (
     ("VERIFY query", VERIFY_QUERY),
 )
 WARMUP = 20
+GOAL = 1.1  # READ BINARY through pcscd against an echo card answering the same bytes
 TUNED = SocketTuning()
 UNTUNED = SocketTuning(nodelay=False, quickack=False)
 
@@ -274,10 +275,10 @@ def print_table(rows: list[Row], pass_ratios: list[float], interleaved: dict[str
     for name, ratio in interleaved.items():
         print(f"  card: {name:<26} {ratio:>6.2f}x the echo floor")
     headline = interleaved["READ BINARY 256"]
-    verdict = "within" if headline <= 1.5 else "OVER"
+    verdict = "within" if headline <= GOAL else "OVER"
     print(
         f"\nServed card READ BINARY: {headline:.2f}x the echo floor, interleaved ({verdict} the"
-        f" 1.5x goal); separate runs: {read.median / read.floor:.2f}x"
+        f" {GOAL}x goal); separate runs: {read.median / read.floor:.2f}x"
         f" ({min(pass_ratios):.2f}-{max(pass_ratios):.2f}x over {len(pass_ratios)} passes);"
         f" socket tuning speeds it up {slow_read.median / read.median:.0f}x"
         f" ({slow_read.median / 1000:.1f} ms untuned)."
