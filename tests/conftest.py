@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from cryptography import x509
 
 from card_emulator.state.store import read_image
 from card_emulator.transports.memory import VirtualCard
@@ -21,6 +23,16 @@ AUTH_PIN = b"1234"
 SIGN_PIN = b"ABC123"
 
 CardFactory = Callable[..., VirtualCard]
+
+
+def _fixture_valid_at() -> datetime.datetime:
+    """A day after the fixture card taro was issued: its certificates and the fixture CA are
+    valid then. Tests check fixture material at this moment, never on today's date."""
+    der = read_image(CARDS / "taro.json").contents("jpki").files[0x0001]
+    return x509.load_der_x509_certificate(der).not_valid_before_utc + datetime.timedelta(days=1)
+
+
+FIXTURE_VALID_AT = _fixture_valid_at()
 
 # Needs a test declares with a marker (registered in pyproject.toml). Unmet, the test is skipped
 # with the reason; a need named in $JPKI_TEST_REQUIRE (comma-separated, or "all") fails instead,

@@ -94,6 +94,7 @@ def test_p1_04_and_05_are_pss(ready: VirtualCard) -> None:
     key.verify(sign(ready, 0x05, MESSAGE), MESSAGE, PSS, hashes.SHA256())
 
 
+@pytest.mark.openssl
 def test_openssl_verifies_a_card_signature_made_with_the_current_key_ef(
     ready: VirtualCard, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_openssl_verifies_a_card_signature_made_with_the_current_key_ef(
     assert "Verified OK" in result.stdout
 
 
+@pytest.mark.openssl
 def test_openssl_shows_the_certificate_read_from_the_card_with_profile_extensions_in_order(
     ready: VirtualCard, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -39,12 +40,19 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def years_ago(years: int) -> datetime.date:
+    """A birth date `years` (give or take a few days) before today, the day `jpki card create`
+    takes the holder's age on: a fixed date would make a child an adult, or the reverse, some day.
+    """
+    return datetime.date.today() - datetime.timedelta(days=years * 365)
+
+
 def test_create_then_info_non_interactively(tmp_path: Path) -> None:
     card = tmp_path / "cards" / "hanako.json"
     created = jpki(
         tmp_path,
         "card", "create", "--card", str(card), "--auth-pin", "1234", "--sign-pin", "ABC123",
-        "--name", "山田　花子", "--birth-date", "1990-04-01", "--sex", "female",
+        "--name", "山田　花子", "--birth-date", years_ago(36).isoformat(), "--sex", "female",
         "--address", "東京都千代田区千代田１番１号", "--my-number", "123456789018",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -66,6 +74,24 @@ def test_create_then_info_non_interactively(tmp_path: Path) -> None:
     assert "O=JPKI-TEST" in summary["certificates"]["sign-ca"]["subject"]
     assert "ABC123" not in info.stdout and "salt" not in info.stdout
     assert "PRIVATE KEY" not in info.stdout
+
+
+def test_create_for_a_holder_under_15_issues_no_signature_key(tmp_path: Path) -> None:
+    birth_date = years_ago(10)
+    card = tmp_path / "child.json"
+    created = jpki(
+        tmp_path,
+        "card", "create", "--card", str(card), "--auth-pin", "1234",
+        "--name", "番号　次郎", "--birth-date", birth_date.isoformat(), "--sex", "male",
+        "--address", "東京都渋谷区神南一丁目１９番１１号", "--my-number", "555566667772",
+        stdin="",  # no signature password is asked for
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "Under 15: no signature key" in created.stdout
+    summary = json.loads(jpki(tmp_path, "--card", str(card), "card", "info", "--json").stdout)
+    assert summary["holder"]["birth_date"] == birth_date.isoformat()
+    assert set(summary["certificates"]) == {"auth", "auth-ca", "sign-ca"}
+    assert "sign" not in summary["pins"]
 
 
 def test_create_refuses_bad_pins_and_existing_cards(home: Path) -> None:

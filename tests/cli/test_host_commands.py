@@ -1,4 +1,10 @@
-"""Holder and relying-party commands end to end: sign, verify, revocation, login, PINs, openssl."""
+"""Holder and relying-party commands end to end: sign, verify, revocation, login, PINs, openssl.
+
+Signatures of the fixture card are verified `--at` a fixed moment when the fixture CA and card are
+valid, never on today's date: the committed certificates expire. Revocation needs the CA's own
+clock (`jpki ca crl` and the OCSP responder stamp their answers with now), so those tests use a
+CA created and a card issued today, checked today, which holds on any date.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.state.store import FileStore
+from card_emulator.state.store import FileStore, read_image
+from card_emulator.vocabulary.identifiers import JpkiFile
 from jpki.issuer.ca import TestCA
 from jpki.issuer.holder import Holder, Sex
 from jpki.issuer.provision import provision_card
@@ -25,6 +32,21 @@ from tests.cli.test_card_commands import jpki
 from tests.conftest import CA_DIR, CARDS
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT = "契約書: the holder agrees.\n"
+TARO = Holder(
+    "番号　太郎", datetime.date(1980, 2, 17), Sex.MALE, "東京都渋谷区神南一丁目１９番１１号",
+    "123456789018",
+)  # fmt: skip
+
+
+def fixture_valid_at() -> datetime.datetime:
+    """A day after the fixture card was issued: its certificates and the fixture CA are valid."""
+    der = read_image(CARDS / "taro.json").contents("jpki").files[JpkiFile.SIGNATURE_CERTIFICATE]
+    return x509.load_der_x509_certificate(der).not_valid_before_utc + datetime.timedelta(days=1)
+
+
+VALID_AT = fixture_valid_at()
+AT_VALID = ("--at", VALID_AT.isoformat())
 
 
 @pytest.fixture
@@ -33,7 +55,25 @@ def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(CA_DIR, home / "ca")
     shutil.copyfile(CARDS / "taro.json", home / "card.json")
-    (home / "doc.txt").write_text("契約書: the holder agrees.\n")
+    (home / "doc.txt").write_text(DOCUMENT)
+    return home
+
+
+@pytest.fixture(scope="module")
+def issued_today(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA created and a card issued for TARO on the wall clock's today (generated keys)."""
+    directory = tmp_path_factory.mktemp("issued-today")
+    ca = TestCA.create(directory / "ca")
+    FileStore.create(directory / "card.json", provision_card(ca, TARO, "1234", "ABC123"))
+    return directory
+
+
+@pytest.fixture
+def live_home(tmp_path: Path, issued_today: Path) -> Path:
+    """Like `home`, with the CA and card of today, for checks that run on the CA's clock."""
+    home = tmp_path / "home"
+    shutil.copytree(issued_today, home)
+    (home / "doc.txt").write_text(DOCUMENT)
     return home
 
 
@@ -49,7 +89,7 @@ def verify(home: Path, signature: Path, *extra: str) -> subprocess.CompletedProc
 
 
 def test_sign_and_verify_with_the_signature_key(home: Path) -> None:
-    result = verify(home, sign(home), "--json")
+    result = verify(home, sign(home), "--json", *AT_VALID)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["valid"] is True and report["signer"]["revocation"] == "not checked"
@@ -57,10 +97,10 @@ def test_sign_and_verify_with_the_signature_key(home: Path) -> None:
 
 def test_sign_and_verify_with_the_authentication_key(home: Path) -> None:
     signature = sign(home, "auth", "1234")
-    accepted = verify(home, signature, "--purpose", "auth")
+    accepted = verify(home, signature, "--purpose", "auth", *AT_VALID)
     assert accepted.returncode == 0, accepted.stdout
     # An authentication certificate must not pass as a signature certificate.
-    refused = verify(home, signature, "--json")
+    refused = verify(home, signature, "--json", *AT_VALID)
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["reason"] == "wrong-purpose"
 
@@ -68,7 +108,7 @@ def test_sign_and_verify_with_the_authentication_key(home: Path) -> None:
 def test_tampered_data_fails_with_its_reason(home: Path) -> None:
     signature = sign(home)
     (home / "doc.txt").write_text("契約書: the holder disagrees.\n")
-    result = verify(home, signature)
+    result = verify(home, signature, *AT_VALID)
     assert result.returncode == 1
     assert result.stdout.startswith("INVALID: the signed data does not match")
 
@@ -78,7 +118,7 @@ def test_a_signature_from_another_ca_fails(home: Path, tmp_path: Path) -> None:
     other = TestCA.create(tmp_path / "other-ca")  # same DN, other keys
     pinned = tmp_path / "other-sign-ca.pem"
     pinned.write_bytes(other.signature.certificate.public_bytes(serialization.Encoding.PEM))
-    result = verify(home, signature, "--ca-cert", str(pinned), "--json")
+    result = verify(home, signature, "--ca-cert", str(pinned), "--json", *AT_VALID)
     assert result.returncode == 1
     assert json.loads(result.stdout)["reason"] == "untrusted-issuer"
 
@@ -93,12 +133,14 @@ def test_an_expired_certificate_fails(home: Path) -> None:
     result = jpki(home, "--card", str(home / "old.json"), "sign", "--pin", "ABC123",
                   str(home / "doc.txt"), "-o", str(home / "old.p7s"))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    refused = verify(home, home / "old.p7s")
+    # At VALID_AT the CA is valid and the card's certificate long expired.
+    refused = verify(home, home / "old.p7s", *AT_VALID)
     assert refused.returncode == 1
     assert refused.stdout.strip() == "INVALID: certificate expired on 2019-05-05 14:59:59Z"
 
 
-def test_a_certificate_revoked_on_the_crl_fails(home: Path) -> None:
+def test_a_certificate_revoked_on_the_crl_fails(live_home: Path) -> None:
+    home = live_home
     signature = sign(home)
     revoked = jpki(home, "ca", "revoke", "--cert", "sign", "--reason", "keyCompromise", "--yes")
     assert revoked.returncode == 0, revoked.stderr
@@ -112,12 +154,12 @@ def test_a_certificate_revoked_on_the_crl_fails(home: Path) -> None:
 
 
 @pytest.fixture
-def ocsp_url(home: Path) -> Iterator[str]:
-    """`jpki ca serve` on a free loopback port, for the length of one test."""
+def ocsp_url(live_home: Path) -> Iterator[str]:
+    """`jpki ca serve` of the live_home CA on a free loopback port, for the length of one test."""
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "ca", "serve", "--port", "0"],
         cwd=ROOT,
-        env={**os.environ, "JPKI_HOME": str(home)},
+        env={**os.environ, "JPKI_HOME": str(live_home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -131,7 +173,10 @@ def ocsp_url(home: Path) -> Iterator[str]:
     server.wait(timeout=10)
 
 
-def test_ocsp_good_then_revoked_without_restarting_the_responder(home: Path, ocsp_url: str) -> None:
+def test_ocsp_good_then_revoked_without_restarting_the_responder(
+    live_home: Path, ocsp_url: str
+) -> None:
+    home = live_home
     signature = sign(home)
     good = verify(home, signature, "--ocsp", ocsp_url, "--json")
     assert good.returncode == 0, good.stdout
@@ -147,7 +192,8 @@ def test_ocsp_good_then_revoked_without_restarting_the_responder(home: Path, ocs
     assert "revoked" in revoked.stdout and "affiliationChanged" in revoked.stdout
 
 
-def test_login_as_a_relying_party(home: Path, ocsp_url: str) -> None:
+def test_login_as_a_relying_party(live_home: Path, ocsp_url: str) -> None:
+    home = live_home
     nonce = "00112233445566778899aabbccddeeff"
     result = jpki(home, "login", "--pin", "1234", "--nonce", nonce, "--ocsp", ocsp_url, "--json")
     assert result.returncode == 0, result.stderr + result.stdout
@@ -219,12 +265,13 @@ def test_cert_read_formats(home: Path) -> None:
     )
 
 
+@pytest.mark.openssl
 def test_openssl_accepts_what_jpki_sign_writes(home: Path) -> None:
     signature = sign(home)
     result = subprocess.run(
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-content", home / "doc.txt",
          "-in", signature, "-CAfile", CA_DIR / "signature-ca.pem", "-purpose", "any",
-         "-out", os.devnull],
+         "-attime", str(int(VALID_AT.timestamp())), "-out", os.devnull],
         capture_output=True,
         text=True,
     )  # fmt: skip
@@ -232,12 +279,13 @@ def test_openssl_accepts_what_jpki_sign_writes(home: Path) -> None:
     assert "Verification successful" in result.stderr
 
 
+@pytest.mark.openssl
 def test_jpki_verify_accepts_what_openssl_signs(home: Path, tmp_path: Path) -> None:
     ca = TestCA.load(home / "ca")
     key = rsa.generate_private_key(65537, 2048)
     address = "東京都新宿区西新宿２丁目８番１号"
     holder = Holder("署名　一郎", datetime.date(1985, 1, 1), Sex.MALE, address, "123456789018")
-    certificate = ca.issue_signature_certificate(holder, key.public_key())
+    certificate = ca.issue_signature_certificate(holder, key.public_key(), now=VALID_AT)
     (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -249,6 +297,6 @@ def test_jpki_verify_accepts_what_openssl_signs(home: Path, tmp_path: Path) -> N
         check=True,
         capture_output=True,
     )  # fmt: skip
-    result = verify(home, tmp_path / "openssl.p7s")
+    result = verify(home, tmp_path / "openssl.p7s", *AT_VALID)
     assert result.returncode == 0, result.stdout
     assert result.stdout.startswith("VALID: signed by")

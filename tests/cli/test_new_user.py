@@ -14,9 +14,9 @@ import pytest
 from jpki.certificates import CertificateKind
 from jpki.issuer.ca import TestCA
 from tests.cli.test_card_commands import ROOT, SELECT_JPKI, jpki
-from tests.conftest import CA_DIR, CARDS
+from tests.conftest import CA_DIR, CARDS, FIXTURE_VALID_AT
 
-FIXED_TIME = "2027-01-01T00:00:00Z"  # the fixture certificates are valid then
+FIXED_TIME = FIXTURE_VALID_AT.isoformat()
 
 
 @pytest.fixture

@@ -267,6 +267,7 @@ def test_signature_certificate_extensions_in_order(
     assert key_usage == bytes.fromhex("030206C0")
 
 
+@pytest.mark.openssl
 def test_signature_certificate_openssl_shows_extensions_in_order(
     signature_certificate: x509.Certificate, tmp_path: Path
 ) -> None:
@@ -375,6 +376,7 @@ def test_signature_certificate_optional_crl_url_and_ocsp(
 # --- authentication certificate --------------------------------------------------------------
 
 
+@pytest.mark.openssl
 def test_authentication_certificate_extensions_in_order(
     test_ca: TestCA, authentication_certificate: x509.Certificate, tmp_path: Path
 ) -> None:

@@ -93,8 +93,18 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return document, signature
 
 
+def fixture_valid_at() -> datetime.datetime:
+    """A day after the fixture card taro was issued: it and the fixture CA are valid then."""
+    jpki_ap = json.loads((CARDS / "taro.json").read_text(encoding="utf-8"))["applications"]["jpki"]
+    der = base64.b64decode(jpki_ap["files"]["0001"])
+    return x509.load_der_x509_certificate(der).not_valid_before_utc + datetime.timedelta(days=1)
+
+
 def verify(home: Path, signed: tuple[Path, Path], *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_jpki(home, "verify", *map(str, signed), *extra)
+    # At a fixed moment, not today: the committed fixture certificates expire.
+    return run_jpki(
+        home, "verify", *map(str, signed), "--at", fixture_valid_at().isoformat(), *extra
+    )
 
 
 # --- ca.json is read strictly ----------------------------------------------------------------

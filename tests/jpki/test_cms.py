@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import hashlib
 import shutil
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from card_emulator.signing import SHA256_DIGEST_INFO_PREFIX, SignatureScheme, sign
+from card_emulator.state.store import read_image
 from card_emulator.transports.memory import VirtualCard
 from jpki import cms
 from jpki.issuer.ca import TestCA
@@ -50,7 +52,22 @@ RSA_ENCRYPTION_NULL = bytes.fromhex("300d06092a864886f70d0101010500")
 MUTATION_STRIDE = 7  # every 7th byte: all structure levels get hit, and the test stays quick
 
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
+LIBC = ctypes.CDLL(None)
+LIBC.time.restype = ctypes.c_long
+LIBC.time.argtypes = [ctypes.c_void_p]
+
+
+def fixture_valid_at() -> datetime.datetime:
+    """A day after the fixture card was issued: its certificates and the fixture CA are valid.
+
+    Checks of fixture material use this moment, never the wall clock: the committed certificates
+    expire (and regenerating them moves their validity), while the tests must pass on any date.
+    """
+    der = read_image(CARDS / "taro.json").contents("jpki").files[SIGNATURE_CERTIFICATE_EF]
+    return x509.load_der_x509_certificate(der).not_valid_before_utc + datetime.timedelta(days=1)
+
+
+VALID_AT = fixture_valid_at()
 
 
 # Material: one throwaway key with a certificate from a copy of the test CA, and the fixture card
@@ -77,7 +94,8 @@ def certificate(ca: TestCA, key: rsa.RSAPrivateKey) -> x509.Certificate:
         address="東京都渋谷区神南一丁目１９番１１号",
         my_number=MY_NUMBER,
     )
-    return ca.issue_signature_certificate(holder, key.public_key())
+    # Issued when the fixture CA is valid, so the material is the same whatever today's date is.
+    return ca.issue_signature_certificate(holder, key.public_key(), now=VALID_AT)
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +306,19 @@ def openssl(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_openssl
+def openssl_cms_verify(
+    data_file: Path | None, p7s_file: Path, out_file: Path
+) -> subprocess.CompletedProcess[str]:
+    """`openssl cms -verify` against the pinned sign CA, checking certificates at VALID_AT."""
+    content: list[str | Path] = ["-content", data_file] if data_file is not None else []
+    return openssl(
+        "cms", "-verify", "-binary", "-inform", "DER", *content, "-in", p7s_file,
+        "-CAfile", SIGNATURE_CA_PEM, "-purpose", "any", "-attime", str(int(VALID_AT.timestamp())),
+        "-out", out_file,
+    )  # fmt: skip
+
+
+@pytest.mark.openssl
 @pytest.mark.parametrize("detached", [True, False], ids=["detached", "attached"])
 def test_openssl_verifies_what_the_card_signed(
     tmp_path: Path,
@@ -300,29 +330,25 @@ def test_openssl_verifies_what_the_card_signed(
     data_file.write_bytes(DATA)
     p7s = cms.sign_detached(DATA, card_certificate, card_signer, detached=detached)
     p7s_file.write_bytes(p7s)
-    content: list[str | Path] = ["-content", data_file] if detached else []
-    result = openssl(
-        "cms", "-verify", "-binary", "-inform", "DER", *content, "-in", p7s_file,
-        "-CAfile", SIGNATURE_CA_PEM, "-purpose", "any", "-out", out_file,
-    )  # fmt: skip
+    result = openssl_cms_verify(data_file if detached else None, p7s_file, out_file)
     assert result.returncode == 0, result.stderr
     assert "Verification successful" in result.stderr
     assert out_file.read_bytes() == DATA
     assert cms.verify_signed_data(p7s, DATA).certificate == card_certificate
 
 
-@needs_openssl
+@pytest.mark.openssl
 def test_openssl_rejects_the_card_signature_on_other_data(
     tmp_path: Path, card_signer: cms.Signer, card_certificate: x509.Certificate
 ) -> None:
     data_file, p7s_file = tmp_path / "data", tmp_path / "data.p7s"
     data_file.write_bytes(TAMPERED)
     p7s_file.write_bytes(cms.sign_detached(DATA, card_certificate, card_signer))
-    result = openssl(
-        "cms", "-verify", "-binary", "-inform", "DER", "-content", data_file, "-in", p7s_file,
-        "-CAfile", SIGNATURE_CA_PEM, "-purpose", "any", "-out", tmp_path / "out",
-    )  # fmt: skip
+    result = openssl_cms_verify(data_file, p7s_file, tmp_path / "out")
     assert result.returncode != 0
+    # refused for the data, not for the certificate (which openssl checks first)
+    assert "content verify error" in result.stderr, result.stderr
+    assert "certificate verify error" not in result.stderr
 
 
 # OpenSSL as the signer, checked by verify_signed_data
@@ -345,6 +371,17 @@ def openssl_files(
     return directory
 
 
+def openssl_clock() -> datetime.datetime:
+    """Now, by the clock openssl puts in signingTime: time(2), in whole seconds.
+
+    Not datetime.now(): on Linux time(2) reads the kernel's coarse clock, which moves on once a
+    timer tick, so for the first milliseconds of each second it still says the previous second
+    while clock_gettime(CLOCK_REALTIME) already says the new one. A `before` taken with
+    datetime.now() can therefore be a second later than the signingTime openssl writes after it.
+    """
+    return datetime.datetime.fromtimestamp(LIBC.time(None), UTC)
+
+
 def openssl_sign(directory: Path, *options: str, md: str = "sha256", outform: str = "DER") -> bytes:
     output = directory / "data.p7s"
     result = openssl(
@@ -356,7 +393,7 @@ def openssl_sign(directory: Path, *options: str, md: str = "sha256", outform: st
     return output.read_bytes()
 
 
-@needs_openssl
+@pytest.mark.openssl
 @pytest.mark.parametrize(
     ("options", "md", "outform"),
     [
@@ -379,7 +416,7 @@ def test_verifies_what_openssl_signed(
     md: str,
     outform: str,
 ) -> None:
-    before = datetime.datetime.now(UTC).replace(microsecond=0)
+    before = openssl_clock()
     p7s = openssl_sign(openssl_files, *options, md=md, outform=outform)
     attached = "-nodetach" in options
     document = cms.verify_signed_data(p7s, None if attached else DATA)

@@ -1,14 +1,21 @@
-"""Tests of revocation: the record in ca.json, CRLs and OCSP responses of the test CA, the relying
-party's checks, and the HTTP server, with openssl as an independent client."""
+"""Tests of revocation: the record in the CA, CRLs and OCSP responses of the test CA, the relying
+party's checks, and the HTTP server, with openssl as an independent client.
+
+CRLs and responses built here are made and checked at AT, a fixed moment when the fixture CA and
+card are valid. The HTTP server stamps its answers with the wall clock, as a responder does, so
+the tests that ask it check them at now() instead: made now and checked now holds on any date.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import logging
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import urllib.error
@@ -28,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.certificates import CertificateKind
 from jpki.issuer import profile
-from jpki.issuer.ca import STATE_FILE, CAError, RevocationReason, TestCA
+from jpki.issuer.ca import DATABASE_FILE, STATE_FILE, CAError, RevocationReason, TestCA
 from jpki.issuer.holder import Holder, Sex
 from jpki.issuer.revocation import build_crl, build_ocsp_response
 from jpki.issuer.server import CAServer, make_server
@@ -48,7 +55,6 @@ PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "al
 # Short, so that stopping a test server does not wait half a second.
 POLL_SECONDS = 0.05
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
 
 
 def card_certificate(fid: str, card: str = "taro") -> x509.Certificate:
@@ -67,7 +73,12 @@ AUTH_CA = ca_certificate(CertificateKind.AUTHENTICATION)
 SIGN_CA = ca_certificate(CertificateKind.SIGNATURE)
 
 
+# A day after the fixture card was issued.
+AT = AUTH_CERT.not_valid_before_utc + datetime.timedelta(days=1)
+
+
 def now() -> datetime.datetime:
+    """The wall clock, which the HTTP server signs its answers with."""
     return datetime.datetime.now(UTC)
 
 
@@ -109,10 +120,18 @@ def ocsp_url(server: CAServer) -> str:
     return f"{server.base_url}/ocsp"
 
 
-# --- the record in ca.json -----------------------------------------------------------------------
+# --- the record in ca.sqlite (the fixture's version-1 ca.json is migrated on the first revocation)
 
 
-def test_revoke_is_recorded_durably_in_ca_json(ca: TestCA, ca_dir: Path) -> None:
+def revocation_columns(ca_dir: Path) -> dict[int, tuple[str | None, str | None]]:
+    with contextlib.closing(sqlite3.connect(ca_dir / DATABASE_FILE)) as database:
+        rows = database.execute(
+            "SELECT serial, revocation_time, revocation_reason FROM issued"
+        ).fetchall()
+    return {serial: (time, reason) for serial, time, reason in rows}
+
+
+def test_revoke_is_recorded_durably_in_the_ca_record(ca: TestCA, ca_dir: Path) -> None:
     entry = ca.revoke(
         AUTH_CERT.serial_number, RevocationReason.AFFILIATION_CHANGED, when=REVOKED_AT
     )
@@ -124,13 +143,9 @@ def test_revoke_is_recorded_durably_in_ca_json(ca: TestCA, ca_dir: Path) -> None
     assert ca.revoked(CertificateKind.SIGNATURE) == ()
     reloaded = TestCA.load(ca_dir)
     assert reloaded.revoked(CertificateKind.AUTHENTICATION) == (entry,)
-    issued = json.loads((ca_dir / STATE_FILE).read_text(encoding="utf-8"))["issued"]
-    records = {int(item["serial"], 16): item for item in issued}
-    assert records[AUTH_CERT.serial_number]["revocation"] == {
-        "time": "2026-11-26T09:30:15+00:00",
-        "reason": "affiliationChanged",
-    }
-    assert "revocation" not in records[SIGN_CERT.serial_number]
+    records = revocation_columns(ca_dir)
+    assert records[AUTH_CERT.serial_number] == ("2026-11-26T09:30:15+00:00", "affiliationChanged")
+    assert records[SIGN_CERT.serial_number] == (None, None)
 
 
 def test_ca_json_without_revocations_still_loads() -> None:
@@ -157,13 +172,16 @@ def test_revoking_twice_is_refused(ca: TestCA) -> None:
 
 def test_a_corrupt_revocation_reason_is_reported(ca: TestCA, ca_dir: Path) -> None:
     ca.revoke(SIGN_CERT.serial_number, RevocationReason.SUPERSEDED)
-    state_path = ca_dir / STATE_FILE
-    state_path.write_text(
-        state_path.read_text(encoding="utf-8").replace('"superseded"', '"bored"'),
-        encoding="utf-8",
-    )
-    with pytest.raises(CAError, match="corrupt"):
-        TestCA.load(ca_dir)
+    with contextlib.closing(sqlite3.connect(ca_dir / DATABASE_FILE)) as database:
+        database.execute(
+            "UPDATE issued SET revocation_reason = 'bored' WHERE serial = ?",
+            (SIGN_CERT.serial_number,),
+        )
+        database.commit()
+    # reported when the record is read, e.g. to publish a CRL
+    with pytest.raises(CAError, match=r"ca\.sqlite is corrupt: .*'bored'") as raised:
+        build_crl(TestCA.load(ca_dir), CertificateKind.SIGNATURE, now=AT)
+    assert "\n" not in str(raised.value)
 
 
 # --- CRLs ----------------------------------------------------------------------------------------
@@ -174,7 +192,7 @@ def test_crl_lists_a_revoked_certificate_with_its_reason(
     ca: TestCA, reason: RevocationReason
 ) -> None:
     ca.revoke(AUTH_CERT.serial_number, reason, when=REVOKED_AT)
-    crl = build_crl(ca, CertificateKind.AUTHENTICATION)
+    crl = build_crl(ca, CertificateKind.AUTHENTICATION, now=AT)
 
     entry = crl.get_revoked_certificate_by_serial_number(AUTH_CERT.serial_number)
     assert entry is not None
@@ -183,7 +201,7 @@ def test_crl_lists_a_revoked_certificate_with_its_reason(
     # RFC 5280 5.3.1: unspecified is expressed by leaving the reason code out.
     expected = [] if reason is RevocationReason.UNSPECIFIED else [x509.CRLReason(reason.flag)]
     assert reasons == expected
-    status = check_crl(AUTH_CERT, AUTH_CA, der(crl), at=now())
+    status = check_crl(AUTH_CERT, AUTH_CA, der(crl), at=AT)
     assert status.revoked
     assert status.reason == reason.value
     assert status.revocation_time == REVOKED_AT.replace(microsecond=0)
@@ -192,7 +210,9 @@ def test_crl_lists_a_revoked_certificate_with_its_reason(
 
 def test_crl_is_signed_and_identifies_its_ca(ca: TestCA) -> None:
     ca.revoke(AUTH_CERT.serial_number, RevocationReason.KEY_COMPROMISE)
-    crl = build_crl(ca, CertificateKind.AUTHENTICATION, next_update=datetime.timedelta(hours=6))
+    crl = build_crl(
+        ca, CertificateKind.AUTHENTICATION, now=AT, next_update=datetime.timedelta(hours=6)
+    )
 
     assert crl.issuer == AUTH_CA.subject
     assert crl.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
@@ -209,8 +229,8 @@ def test_crl_is_signed_and_identifies_its_ca(ca: TestCA) -> None:
 
 def test_a_good_certificate_is_not_revoked_pem_accepted(ca: TestCA) -> None:
     ca.revoke(AUTH_CERT.serial_number, RevocationReason.KEY_COMPROMISE)
-    crl = build_crl(ca, CertificateKind.SIGNATURE)
-    status = check_crl(SIGN_CERT, SIGN_CA, crl.public_bytes(serialization.Encoding.PEM), at=now())
+    crl = build_crl(ca, CertificateKind.SIGNATURE, now=AT)
+    status = check_crl(SIGN_CERT, SIGN_CA, crl.public_bytes(serialization.Encoding.PEM), at=AT)
     assert not status.revoked
     assert status.reason is None
     assert status.revocation_time is None
@@ -218,44 +238,46 @@ def test_a_good_certificate_is_not_revoked_pem_accepted(ca: TestCA) -> None:
 
 
 def test_a_crl_of_the_other_ca_is_refused(ca: TestCA) -> None:
-    crl = build_crl(ca, CertificateKind.SIGNATURE)
+    crl = build_crl(ca, CertificateKind.SIGNATURE, now=AT)
     with pytest.raises(RevocationCheckError, match="not by the certificate's issuer"):
-        check_crl(AUTH_CERT, AUTH_CA, der(crl), at=now())
+        check_crl(AUTH_CERT, AUTH_CA, der(crl), at=AT)
 
 
 def test_a_stale_crl_is_refused(ca: TestCA) -> None:
-    crl = build_crl(ca, CertificateKind.AUTHENTICATION, now=now() - datetime.timedelta(days=2))
+    crl = build_crl(ca, CertificateKind.AUTHENTICATION, now=AT - datetime.timedelta(days=2))
     with pytest.raises(RevocationCheckError, match="stale"):
-        check_crl(AUTH_CERT, AUTH_CA, der(crl), at=now())
+        check_crl(AUTH_CERT, AUTH_CA, der(crl), at=AT)
+    # the same CRL was fresh the day it was made
+    assert not check_crl(AUTH_CERT, AUTH_CA, der(crl), at=AT - datetime.timedelta(days=2)).revoked
 
 
 def test_a_tampered_crl_is_refused(ca: TestCA) -> None:
     ca.revoke(AUTH_CERT.serial_number, RevocationReason.KEY_COMPROMISE)
-    encoded = der(build_crl(ca, CertificateKind.AUTHENTICATION))
+    encoded = der(build_crl(ca, CertificateKind.AUTHENTICATION, now=AT))
     serial = AUTH_CERT.serial_number.to_bytes(4, "big")
     assert encoded.count(serial) == 1
     # Rename the revoked entry to another serial: still a CRL, no longer the CA's.
     tampered = encoded.replace(serial, (AUTH_CERT.serial_number + 1).to_bytes(4, "big"))
     with pytest.raises(RevocationCheckError, match="signature does not verify"):
-        check_crl(AUTH_CERT, AUTH_CA, tampered, at=now())
+        check_crl(AUTH_CERT, AUTH_CA, tampered, at=AT)
 
 
 def test_an_unparsable_crl_is_refused() -> None:
     with pytest.raises(RevocationCheckError, match="neither a DER nor a PEM CRL"):
-        check_crl(AUTH_CERT, AUTH_CA, b"\x30\x03not a CRL", at=now())
+        check_crl(AUTH_CERT, AUTH_CA, b"\x30\x03not a CRL", at=AT)
 
 
 def test_a_crl_check_against_the_wrong_issuer_is_refused(ca: TestCA) -> None:
-    crl = build_crl(ca, CertificateKind.SIGNATURE)
+    crl = build_crl(ca, CertificateKind.SIGNATURE, now=AT)
     with pytest.raises(RevocationCheckError, match="not issued by the given issuer"):
-        check_crl(AUTH_CERT, SIGN_CA, der(crl), at=now())
+        check_crl(AUTH_CERT, SIGN_CA, der(crl), at=AT)
 
 
-@needs_openssl
+@pytest.mark.openssl
 def test_openssl_shows_the_crl_reason(ca: TestCA, tmp_path: Path) -> None:
     ca.revoke(AUTH_CERT.serial_number, RevocationReason.CESSATION_OF_OPERATION)
     crl_path = tmp_path / "auth.crl"
-    crl_path.write_bytes(der(build_crl(ca, CertificateKind.AUTHENTICATION)))
+    crl_path.write_bytes(der(build_crl(ca, CertificateKind.AUTHENTICATION, now=AT)))
     result = subprocess.run(
         [str(OPENSSL), "crl", "-inform", "DER", "-in", str(crl_path), "-text", "-noout"],
         capture_output=True,
@@ -308,7 +330,7 @@ def test_ocsp_response_is_signed_by_the_issuing_ca_and_echoes_the_nonce(ca: Test
 def test_ocsp_revoked_unspecified_has_no_reason(ca: TestCA) -> None:
     ca.revoke(SIGN_CERT.serial_number, RevocationReason.UNSPECIFIED, when=REVOKED_AT)
     response = ocsp.load_der_ocsp_response(
-        build_ocsp_response(ca, ocsp_request(SIGN_CERT, SIGN_CA))
+        build_ocsp_response(ca, ocsp_request(SIGN_CERT, SIGN_CA), now=AT)
     )
     assert response.certificate_status is ocsp.OCSPCertStatus.REVOKED
     assert response.revocation_time_utc == REVOKED_AT.replace(microsecond=0)
@@ -383,7 +405,7 @@ def test_check_ocsp_of_a_serial_the_ca_never_issued_is_an_error(
         card_key,
         holder,
         serial=ca.next_serial + 1000,
-        now=now(),
+        now=AT,
     )
     with pytest.raises(RevocationCheckError, match="^OCSP responder does not know this cert"):
         check_ocsp(unrecorded, AUTH_CA, ocsp_url(server), at=now())
@@ -399,14 +421,14 @@ def unused_port() -> int:
 def test_check_ocsp_of_an_unreachable_responder_is_an_error() -> None:
     url = f"http://127.0.0.1:{unused_port()}/ocsp"
     with pytest.raises(RevocationCheckError, match="unreachable") as raised:
-        check_ocsp(AUTH_CERT, AUTH_CA, url, at=now(), timeout=2)
+        check_ocsp(AUTH_CERT, AUTH_CA, url, at=AT, timeout=2)
     assert str(raised.value).startswith(f"OCSP responder at {url} unreachable: ")
     assert "\n" not in str(raised.value)
 
 
 def test_check_ocsp_refuses_non_http_urls(tmp_path: Path) -> None:
     with pytest.raises(RevocationCheckError, match="not an http or https URL"):
-        check_ocsp(AUTH_CERT, AUTH_CA, (tmp_path / "response").as_uri(), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, (tmp_path / "response").as_uri(), at=AT)
 
 
 def test_check_ocsp_reports_http_errors(server: CAServer) -> None:
@@ -469,7 +491,7 @@ def test_server_binds_loopback_by_default_and_needs_a_ca(tmp_path: Path, ca_dir:
         make_server(tmp_path / "empty", port=0)
 
 
-@needs_openssl
+@pytest.mark.openssl
 def test_openssl_ocsp_agrees(server: CAServer, ca_dir: Path, tmp_path: Path) -> None:
     certificate_path = tmp_path / "auth.pem"
     certificate_path.write_bytes(AUTH_CERT.public_bytes(serialization.Encoding.PEM))
@@ -485,6 +507,10 @@ def test_openssl_ocsp_agrees(server: CAServer, ca_dir: Path, tmp_path: Path) -> 
         ocsp_url(server),
         "-CAfile",
         str(issuer_path),
+        # the responder's chain (the fixture CA) checked when it is valid; the response's own
+        # times openssl checks against its clock, which is the server's
+        "-attime",
+        str(int(AT.timestamp())),
         "-resp_text",
     ]
 
@@ -551,14 +577,13 @@ def fixture_ca() -> TestCA:
 def responder_certificate(
     fixture_ca: TestCA, key: rsa.RSAPrivateKey, *, usages: list[x509.ObjectIdentifier]
 ) -> x509.Certificate:
-    moment = now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test OCSP responder")]))
         .issuer_name(AUTH_CA.subject)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(moment - datetime.timedelta(hours=1))
-        .not_valid_after(moment + datetime.timedelta(days=1))
+        .not_valid_before(AT - datetime.timedelta(hours=1))
+        .not_valid_after(AT + datetime.timedelta(days=1))
         .public_key(key.public_key())
     )
     if usages:
@@ -575,7 +600,7 @@ def make_response(
     nonce: bytes | None = None,
     certificates: list[x509.Certificate] | None = None,
 ) -> bytes:
-    this_update = now() if this_update is None else this_update
+    this_update = AT if this_update is None else this_update
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response(
@@ -604,7 +629,7 @@ def test_a_delegated_responder_with_ocsp_signing_is_accepted(
         fixture_ca, responder_key, usages=[ExtendedKeyUsageOID.OCSP_SIGNING]
     )
     canned.body = make_response(responder, responder_key, certificates=[responder])
-    status = check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+    status = check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)
     assert status.revoked
     assert status.reason == "affiliationChanged"
 
@@ -617,7 +642,7 @@ def test_a_delegated_responder_without_ocsp_signing_is_refused(
     )
     canned.body = make_response(responder, responder_key, certificates=[responder])
     with pytest.raises(RevocationCheckError, match="lacks the OCSPSigning usage"):
-        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)
 
 
 def test_a_response_signed_by_the_other_ca_is_refused(
@@ -625,7 +650,7 @@ def test_a_response_signed_by_the_other_ca_is_refused(
 ) -> None:
     canned.body = make_response(SIGN_CA, fixture_ca.signature.private_key)
     with pytest.raises(RevocationCheckError, match="signed neither by the issuer"):
-        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)
 
 
 def test_a_forged_signature_is_refused(canned: CannedResponder, fixture_ca: TestCA) -> None:
@@ -633,15 +658,15 @@ def test_a_forged_signature_is_refused(canned: CannedResponder, fixture_ca: Test
     # Without certificates the signature's last octet ends the response.
     canned.body = genuine[:-1] + bytes([genuine[-1] ^ 0x01])
     with pytest.raises(RevocationCheckError, match="signature does not verify"):
-        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"nonce": b"x" * 32}, "nonce is not the one we sent"),
-        ({"this_update": now() - datetime.timedelta(hours=3)}, "stale"),
-        ({"this_update": now() + datetime.timedelta(hours=1)}, "in the future"),
+        ({"this_update": AT - datetime.timedelta(hours=3)}, "stale"),
+        ({"this_update": AT + datetime.timedelta(hours=1)}, "in the future"),
     ],
 )
 def test_replayed_stale_or_future_responses_are_refused(
@@ -652,17 +677,17 @@ def test_replayed_stale_or_future_responses_are_refused(
 ) -> None:
     canned.body = make_response(AUTH_CA, fixture_ca.authentication.private_key, **changes)
     with pytest.raises(RevocationCheckError, match=message):
-        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)
 
 
 def test_a_response_without_a_nonce_is_accepted(
     canned: CannedResponder, fixture_ca: TestCA
 ) -> None:
     canned.body = make_response(AUTH_CA, fixture_ca.authentication.private_key)
-    assert check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now()).revoked
+    assert check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT).revoked
 
 
 def test_a_response_that_is_not_ocsp_is_an_error(canned: CannedResponder) -> None:
     canned.body = b"<html>proxy login</html>"
     with pytest.raises(RevocationCheckError, match="sent no valid OCSP response"):
-        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=now())
+        check_ocsp(AUTH_CERT, AUTH_CA, canned_url(canned), at=AT)

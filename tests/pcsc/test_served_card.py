@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from card_emulator.state.store import read_image
 from card_emulator.vocabulary.keys import Certificate, Key
@@ -19,6 +21,8 @@ from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
 from tests.conftest import CARDS
 from tests.pcsc.harness import READER, SECOND_READER, Pcscd, ServedCard, wait_for
+
+ONE_DAY = datetime.timedelta(days=1)
 
 pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
 
@@ -110,7 +114,12 @@ def test_the_cli_through_a_reader(served: ServedCard, tmp_path: Path) -> None:
     # No --reader and no card file in JPKI_HOME: the only reader holding a card.
     signed = jpki("sign", "--pin", "ABC123", str(document), home=home)
     assert signed.returncode == 0, signed.stderr
-    verified = jpki("verify", str(document), f"{document}.p7s", home=home)
+    # at a moment when the fixture card and CA are valid: the committed certificates expire
+    sign_der = read_image(CARDS / "taro.json").contents("jpki").files[Certificate.SIGN.fid]
+    valid_at = x509.load_der_x509_certificate(sign_der).not_valid_before_utc + ONE_DAY
+    verified = jpki(
+        "verify", str(document), f"{document}.p7s", "--at", valid_at.isoformat(), home=home
+    )
     assert verified.returncode == 0 and verified.stdout.startswith("VALID"), verified.stdout
     pem = jpki("--reader", "Virtual PCD 00 00", "cert", "read", "auth", home=home)
     assert pem.stdout.startswith("-----BEGIN CERTIFICATE-----")
