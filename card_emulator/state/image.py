@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,12 +91,54 @@ class CardSettings:
         return self
 
 
+class PrivateKeys(MutableMapping[int, rsa.RSAPrivateKey]):
+    """Private keys by EF. Keys read from a checksummed file stay PEM text until a command uses
+    them, so commands that sign nothing never parse a key."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, rsa.RSAPrivateKey] = {}
+        self._unparsed: dict[int, tuple[str, str]] = {}  # EF -> (PEM, where it was read)
+
+    def add_pem(self, fid: int, pem: str, where: str) -> None:
+        self._keys.pop(fid, None)
+        self._unparsed[fid] = (pem, where)
+
+    def pem(self, fid: int) -> str:
+        """The key as the file holds it (PKCS#8 PEM), parsed or not."""
+        if fid in self._unparsed:
+            return self._unparsed[fid][0]
+        return _key_pem(self._keys[fid])
+
+    def __getitem__(self, fid: int) -> rsa.RSAPrivateKey:
+        if fid not in self._keys:
+            pem, where = self._unparsed.pop(fid)  # KeyError for a key the card lacks
+            self._keys[fid] = _load_key(pem, where, True)  # checksummed: no slow check
+        return self._keys[fid]
+
+    def __setitem__(self, fid: int, key: rsa.RSAPrivateKey) -> None:
+        self._unparsed.pop(fid, None)
+        self._keys[fid] = key
+
+    def __delitem__(self, fid: int) -> None:
+        if self._unparsed.pop(fid, None) is None:
+            del self._keys[fid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted({*self._keys, *self._unparsed}))
+
+    def __len__(self) -> int:
+        return len({*self._keys, *self._unparsed})
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self._keys or fid in self._unparsed
+
+
 @dataclass
 class ApplicationContents:
     """The contents of one application's files."""
 
     files: dict[int, bytes] = field(default_factory=dict)
-    keys: dict[int, rsa.RSAPrivateKey] = field(default_factory=dict)
+    keys: PrivateKeys = field(default_factory=PrivateKeys)
     pins: dict[int, PinReference] = field(default_factory=dict)
 
 
@@ -119,7 +162,7 @@ class CardImage:
                     f"{fid:04X}": base64.b64encode(data).decode()
                     for fid, data in sorted(contents.files.items())
                 },
-                "keys": {f"{fid:04X}": _key_pem(key) for fid, key in sorted(contents.keys.items())},
+                "keys": {f"{fid:04X}": contents.keys.pem(fid) for fid in contents.keys},
                 "pins": {f"{fid:04X}": pin.to_json() for fid, pin in sorted(contents.pins.items())},
             }
         return {
@@ -189,7 +232,10 @@ class CardImage:
                     if isinstance(spec, BinaryFile):
                         contents.files[spec.fid] = _base64(value, where)
                     elif isinstance(spec, KeyFile):
-                        contents.keys[spec.fid] = _load_key(value, where, checksummed)
+                        if checksummed and isinstance(value, str):
+                            contents.keys.add_pem(spec.fid, value, where)  # parsed when used
+                        else:
+                            contents.keys[spec.fid] = _load_key(value, where, checksummed)
                     elif isinstance(spec, PinFile):
                         contents.pins[spec.fid] = _pin_reference(value, where, spec)
         return image
