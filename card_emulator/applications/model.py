@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from card_emulator.vocabulary.identifiers import short_id
@@ -73,7 +74,16 @@ class Application:
     files: tuple[CardFile, ...]
 
     def file(self, fid: int) -> CardFile | None:
-        return next((f for f in self.files if f.fid == fid), None)
+        return self._by_fid.get(fid)
 
     def file_by_short_id(self, sfi: int) -> CardFile | None:
-        return next((f for f in self.files if short_id(f.fid) == sfi), None)
+        return self._by_short_id.get(sfi)
+
+    # Looked up on every APDU: built once per application, from the files as listed.
+    @functools.cached_property
+    def _by_fid(self) -> dict[int, CardFile]:
+        return {file.fid: file for file in reversed(self.files)}
+
+    @functools.cached_property
+    def _by_short_id(self) -> dict[int, CardFile]:
+        return {short_id(file.fid): file for file in reversed(self.files)}

@@ -151,7 +151,10 @@ class CardImage:
     applications: dict[str, ApplicationContents] = field(default_factory=dict)
 
     def contents(self, application: str) -> ApplicationContents:
-        return self.applications.setdefault(application, ApplicationContents())
+        contents = self.applications.get(application)  # not setdefault: once per APDU, twice
+        if contents is None:
+            contents = self.applications[application] = ApplicationContents()
+        return contents
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the checksum, in the order the file shows it."""
