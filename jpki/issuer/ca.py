@@ -1006,9 +1006,11 @@ class TestCA:
         """Issue, record and return a signature certificate for the card key `public_key`."""
         authority = self.signature
         ocsp_url = self.ocsp_url if with_ocsp else None
-        with self._writing() as record:
-            serial = _available(record.next_serial())
-            certificate = profile.build_signature_certificate(
+        return self._issue(
+            authority,
+            holder,
+            label,
+            lambda serial: profile.build_signature_certificate(
                 authority.certificate,
                 authority.private_key,
                 public_key,
@@ -1018,9 +1020,8 @@ class TestCA:
                 sequence=serial,
                 crl_url=self.crl_url,
                 ocsp_url=ocsp_url,
-            )
-            record.add(_entry(authority.kind, certificate, holder, label))
-        return certificate
+            ),
+        )
 
     def issue_authentication_certificate(
         self,
@@ -1032,9 +1033,11 @@ class TestCA:
     ) -> x509.Certificate:
         """Issue, record and return an authentication certificate for the card key."""
         authority = self.authentication
-        with self._writing() as record:
-            serial = _available(record.next_serial())
-            certificate = profile.build_authentication_certificate(
+        return self._issue(
+            authority,
+            holder,
+            label,
+            lambda serial: profile.build_authentication_certificate(
                 authority.certificate,
                 authority.private_key,
                 public_key,
@@ -1043,7 +1046,20 @@ class TestCA:
                 now=_now(now),
                 ocsp_url=self.ocsp_url,
                 crl_url=self.crl_url,
-            )
+            ),
+        )
+
+    def _issue(
+        self,
+        authority: CertificateAuthority,
+        holder: Holder,
+        label: str | None,
+        build: Callable[[int], x509.Certificate],
+    ) -> x509.Certificate:
+        """Take the next serial, build the certificate with it, and record it, in one write."""
+        with self._writing() as record:
+            serial = _available(record.next_serial())
+            certificate = build(serial)
             record.add(_entry(authority.kind, certificate, holder, label))
         return certificate
 

@@ -21,18 +21,8 @@ from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationRe
 UTC = datetime.UTC
 CRL_VALIDITY = datetime.timedelta(days=1)
 OCSP_VALIDITY = datetime.timedelta(hours=1)
-# Tolerated difference between the responder's clock and ours for thisUpdate.
-CLOCK_SKEW = datetime.timedelta(minutes=5)
-# RFC 8954: clients use 32-octet nonces.
-NONCE_BYTES = 32
-OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
 OCSP_RESPONSE_MEDIA_TYPE = "application/ocsp-response"
 CRL_MEDIA_TYPE = "application/pkix-crl"
-# Far above any real response; stops a hostile responder from filling memory.
-MAX_OCSP_RESPONSE_BYTES = 1024 * 1024
-OCSP_URL_SCHEMES = ("http", "https")
-PEM_MARKER = b"-----BEGIN"
-UNSPECIFIED_REASON = x509.ReasonFlags.unspecified.value
 
 
 class IssuerRecord(Protocol):
