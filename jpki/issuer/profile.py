@@ -164,7 +164,7 @@ def signature_subject(
     if not WINDOW_ID_PATTERN.fullmatch(window):
         raise ValueError(f"not a window id: {window!r}")
     sequence_number = sequence % 10**SEQUENCE_DIGITS
-    timestamp = _require_aware(issued).astimezone(JST).strftime(SIGNATURE_TIMESTAMP_FORMAT)
+    timestamp = require_aware(issued).astimezone(JST).strftime(SIGNATURE_TIMESTAMP_FORMAT)
     common_name = f"{timestamp}{sequence_number:0{SEQUENCE_DIGITS}d}{window}"
     return _name(
         [
@@ -219,7 +219,7 @@ def substitute_unrepresentable(text: str) -> tuple[str, str]:
     return "".join(characters), "".join(flags)
 
 
-def _require_aware(moment: datetime.datetime) -> datetime.datetime:
+def require_aware(moment: datetime.datetime) -> datetime.datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("datetimes must be timezone-aware (use UTC)")
     return moment
@@ -242,7 +242,7 @@ def expiry_for(holder: Holder, issued: datetime.datetime) -> datetime.datetime:
 
     The issuance date is taken in Japan time; a birthday on that date does not count.
     """
-    issued_day = _require_aware(issued).astimezone(JST).date()
+    issued_day = require_aware(issued).astimezone(JST).date()
     if holder.birth_date > issued_day:
         raise ValueError("the holder is born after the issuance date")
     first_year = issued_day.year
@@ -254,7 +254,7 @@ def expiry_for(holder: Holder, issued: datetime.datetime) -> datetime.datetime:
 
 def ca_expiry(issued: datetime.datetime) -> datetime.datetime:
     """14:59:59Z on the same Japanese date ten years after the CA's issuance."""
-    issued_day = _require_aware(issued).astimezone(JST).date()
+    issued_day = require_aware(issued).astimezone(JST).date()
     return _end_of_japanese_day(_same_day_in_year(issued_day, issued_day.year + CA_VALIDITY_YEARS))
 
 
@@ -265,7 +265,7 @@ def _check_serial(serial: int) -> None:
 
 def _not_before(now: datetime.datetime) -> datetime.datetime:
     # Certificates carry whole seconds.
-    return _require_aware(now).astimezone(UTC).replace(microsecond=0)
+    return require_aware(now).astimezone(UTC).replace(microsecond=0)
 
 
 def _utf8_other_name(oid: x509.ObjectIdentifier, text: str) -> x509.OtherName:

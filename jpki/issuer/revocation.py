@@ -17,6 +17,7 @@ from cryptography.x509 import ocsp
 
 from jpki.certificates import CertificateKind, ocsp_issuer_hashes
 from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationReason
+from jpki.issuer.profile import require_aware
 
 UTC = datetime.UTC
 CRL_VALIDITY = datetime.timedelta(days=1)
@@ -41,14 +42,8 @@ class IssuerRecord(Protocol):
     def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]: ...
 
 
-def _require_aware(moment: datetime.datetime) -> datetime.datetime:
-    if moment.utcoffset() is None:
-        raise ValueError("datetimes must be timezone-aware (use UTC)")
-    return moment
-
-
 def _now(now: datetime.datetime | None) -> datetime.datetime:
-    moment = datetime.datetime.now(UTC) if now is None else _require_aware(now)
+    moment = datetime.datetime.now(UTC) if now is None else require_aware(now)
     # CRLs and OCSP responses carry whole seconds.
     return moment.astimezone(UTC).replace(microsecond=0)
 
