@@ -99,6 +99,19 @@ def crl(which: str, output: Path, force: bool, pem: bool) -> None:
     )
 
 
+@ca.command("cvc-root", epilog="Example: jpki ca cvc-root -o cvc-root.bin")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=output_help)  # fmt: skip
+@force_option
+def cvc_root(output: Path, force: bool) -> None:
+    """Write the card-verifiable root certificate (the bytes of the cards' GET DATA 00F8):
+    verifiers pin it to check card-face records (`jpki face check --cvc-root FILE`)."""
+    check_output(output, force)
+    root = TestCA.load(ca_directory()).cvc_root()
+    write_output(output, root.encode(bare=True))
+    click.echo(f"Wrote the card-verifiable root {root.subject} to {output}", err=output == STDOUT)
+
+
 @ca.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback unless you say otherwise).")  # fmt: skip

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from card_emulator.errors import CardFileError, CardImageError
 from card_emulator.state.image import CardSettings
 from card_emulator.state.store import FileStore, read_image
+from card_emulator.vocabulary.identifiers import CardFaceFile
 from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret
-from cli.options import card_option, card_path
+from cli.options import card_file_option, card_option, card_path
+from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.holder import Holder, Sex, with_check_digit
-from jpki.issuer.provision import card_summary, check_pin, provision_card, unblock_pin
+from jpki.issuer.provision import (
+    ATTRIBUTES_HEADERS,
+    FORGERIES,
+    SIGNATURE_CERTIFICATE_MIN_AGE,
+    card_summary,
+    check_pin,
+    provision_card,
+    unblock_pin,
+)
 from jpki.paths import ca_directory
+
+if TYPE_CHECKING:
+    from jpki.issuer.face_images import CardFront
 
 
 def load_or_create_ca(directory: Path, production_dn: bool = False) -> TestCA:
@@ -58,8 +72,25 @@ def card() -> None:
     """Issue and inspect virtual cards."""
 
 
-@card.command()
+HOLDER_OPTIONS = (
+    "name", "birth_date", "sex", "address", "my_number", "prefecture", "municipality",
+    "municipality_code", "birth_era", "auth_pin", "sign_pin", "card_info_pin", "juki_pin",
+    "common_pin", "security_code", "attributes_header",
+)  # fmt: skip
+
+
+def _four_digits(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not (len(value) == 4 and value.isascii() and value.isdigit()):
+        raise click.BadParameter("must be exactly 4 digits")
+    return value
+
+
+@card.command(
+    epilog="Examples: jpki card create --auth-pin 1234 --sign-pin ABC123 --security-code 2285\n"
+    "          jpki card create --sample auth-locked --card locked.json   (see jpki card samples)"
+)
 @card_option
+@click.option("--sample", help="Issue a named sample card (見本カード): `jpki card samples`.")
 @click.option(
     "--name",
     default="試験　太郎",
@@ -86,6 +117,20 @@ def card() -> None:
 @click.option("--birth-era", type=click.IntRange(0, 5), help="Override the era code (0 = unknown).")
 @click.option("--auth-pin", help="4 digits (prompted for when absent).")
 @click.option("--sign-pin", help="6-16 of A-Z 0-9 (prompted for when absent; none under 15).")
+@click.option("--card-info-pin", callback=_four_digits, help="4 digits (default: the auth PIN).")
+@click.option("--juki-pin", callback=_four_digits, help="住基 PIN, 4 digits (default: auth PIN).")
+@click.option("--common-pin", callback=_four_digits, help="4 digits (default: the auth PIN).")
+@click.option("--security-code", callback=_four_digits,
+              help="The 4 digits printed on the face, in 照合番号B (default: random).")  # fmt: skip
+@click.option(
+    "--attributes-header",
+    type=click.Choice(ATTRIBUTES_HEADERS),
+    default="short",
+    show_default=True,
+    help="Card-info EF 0002 header: FF 20 LL, or FF 20 82 00 LL (cards from about 2023).",
+)
+@click.option("--forged", type=click.Choice(FORGERIES),
+              help="A chip that `jpki face check` refuses (forgery tests).")  # fmt: skip
 @click.option("--atr", "settings", callback=_settings,
               help="ATR in hex, 2 to 33 bytes (default: 3BE000FF8131FE4514).")  # fmt: skip
 @click.option(
@@ -93,8 +138,11 @@ def card() -> None:
     is_flag=True,
     help="Give a new CA the production DN (O=JPKI) instead of the test one.",
 )
+@click.pass_context
 def create(
+    ctx: click.Context,
     card_file: Path | None,
+    sample: str | None,
     name: str,
     birth_date: datetime.datetime,
     sex: str,
@@ -106,13 +154,22 @@ def create(
     birth_era: int | None,
     auth_pin: str | None,
     sign_pin: str | None,
+    card_info_pin: str | None,
+    juki_pin: str | None,
+    common_pin: str | None,
+    security_code: str | None,
+    attributes_header: str,
+    forged: str | None,
     settings: CardSettings,
     production_dn: bool,
 ) -> None:
-    """Issue a card for a holder (creating the test CA on first use)."""
+    """Issue a card for a holder, with every application (creating the test CA on first use)."""
     path = card_path(card_file)
     if path.exists():
         raise CardFileError(f"{path} already exists; refusing to overwrite a card")
+    if sample is not None:
+        _create_sample(ctx, path, sample, settings, forged, production_dn)
+        return
     holder = Holder(
         name=name,
         birth_date=birth_date.date(),
@@ -124,18 +181,81 @@ def create(
         municipality_code=municipality_code,
         birth_era=birth_era,
     )
-    needs_signature = holder.age_on(datetime.date.today()) >= 15
+    needs_signature = holder.age_on(datetime.date.today()) >= SIGNATURE_CERTIFICATE_MIN_AGE
     auth_pin = auth_pin if auth_pin is not None else _prompt_pin(Pin.AUTH)
     if needs_signature and sign_pin is None:
         sign_pin = _prompt_pin(Pin.SIGN)
     ca = load_or_create_ca(ca_directory(), production_dn)
     image = provision_card(
-        ca, holder, auth_pin, sign_pin if needs_signature else None, settings=settings
+        ca,
+        holder,
+        auth_pin,
+        sign_pin if needs_signature else None,
+        settings=settings,
+        card_info_pin=card_info_pin,
+        juki_pin=juki_pin,
+        common_pin=common_pin,
+        security_code=security_code,
+        attributes_header=attributes_header,
+        forged=forged,
     )
     FileStore.create(path, image)
     click.echo(f"Created card {path} for {holder.name}")
     if not needs_signature:
         click.echo("Under 15: no signature key, certificate or password, as on a real card.")
+
+
+def _create_sample(
+    ctx: click.Context,
+    path: Path,
+    name: str,
+    settings: CardSettings,
+    forged: str | None,
+    production_dn: bool,
+) -> None:
+    from jpki.issuer.samples import sample_named
+
+    given = [
+        f"--{option.replace('_', '-')}"
+        for option in HOLDER_OPTIONS
+        if ctx.get_parameter_source(option) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(f"--sample sets the holder and PINs: drop {', '.join(given)}")
+    try:
+        chosen = sample_named(name)
+    except KeyError:
+        raise click.BadParameter(
+            f"no sample {name!r} (jpki card samples lists them)", param_hint="--sample"
+        ) from None
+    ca = load_or_create_ca(ca_directory(), production_dn)
+    image = chosen.issue(ca, datetime.datetime.now(datetime.UTC), settings=settings, forged=forged)
+    FileStore.create(path, image)
+    click.echo(f"Created sample card {name!r} at {path}: {chosen.description}")
+
+
+@card.command(epilog="Example: jpki card samples --json")
+@click.option("--json", "as_json", is_flag=True, help="Print each sample's holder and state.")
+def samples(as_json: bool) -> None:
+    """List the sample cards `jpki card create --sample NAME` issues."""
+    from jpki.issuer.samples import SAMPLES
+
+    if as_json:
+        today = datetime.date.today()
+        listed = [
+            {
+                "name": sample.name,
+                "description": sample.description,
+                "holder": sample.holder(today).to_json(),
+                **sample.state(),
+            }
+            for sample in SAMPLES
+        ]
+        click.echo(json.dumps(listed, ensure_ascii=False, indent=2))
+        return
+    width = max(len(sample.name) for sample in SAMPLES)
+    for sample in SAMPLES:
+        click.echo(f"{sample.name:<{width}}  {sample.description}")
 
 
 @card.command()
@@ -157,22 +277,33 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append("Holder")
         for key in ("name", "birth_date", "sex", "address", "my_number"):
             lines.append(f"  {key.replace('_', ' '):<12} {holder.get(key, '')}")
-    lines.append(f"Token serial   {summary.get('token_serial_number')}")
-    lines.append(f"Card expiry    {summary.get('card_expiry')}")
-    lines.append(f"Security code  {summary.get('security_code')}")
-    lines.append(f"ATR            {summary['atr']}")
+    for label, key in (
+        ("Sample", "sample"),
+        ("Token serial", "token_serial_number"),
+        ("Card serial", "card_serial_number"),
+        ("Issued", "issued"),
+        ("Card expiry", "card_expiry"),
+        ("Security code", "security_code"),
+        ("EF 0002 header", "attributes_header"),
+        ("Forged", "forged"),
+    ):
+        if summary.get(key) is not None:
+            lines.append(f"{label:<15}{summary[key]}")
+    lines.append(f"{'ATR':<15}{summary['atr']}")
     lines.append("Certificates")
     for name, details in summary["certificates"].items():
         lines.append(f"  {name}")
         lines.append(f"    subject    {details['subject']}")
         lines.append(f"    serial     {details['serial']}")
         lines.append(f"    validity   {details['not_before']} .. {details['not_after']}")
+    if not summary["certificates"]:
+        lines.append("  none (the holder declined the JPKI certificates)")
     lines.append("PINs")
     for pin in summary["pins"].values():
         state = (
             "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
         )
-        lines.append(f"  {pin['label']:<20} {state}")
+        lines.append(f"  {pin['application']:<10} {pin['label']:<20} {state}")
     return "\n".join(lines)
 
 
@@ -220,3 +351,49 @@ def settings(card_file: Path | None, changes: tuple[str, ...]) -> None:
         store.close()
     for name, value in shown.items():
         click.echo(f"{name:<36} {json.dumps(value)}")
+
+
+@card.command(
+    "face-image",
+    epilog="Example: jpki card face-image -o front.png && tesseract front.png - -l jpn",
+)
+@card_file_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=output_help)  # fmt: skip
+@force_option
+@click.option("--forged", type=click.Choice(["mismatch"]),
+              help="Print values that do not match the chip (a forged face).")  # fmt: skip
+def face_image(card_file: Path | None, output: Path, force: bool, forged: str | None) -> None:
+    """Draw the front of the card as people see it (PNG): name, address, birth date in 和暦,
+    sex, expiry, photo and security code, so that OCR of it gives the chip's 照合番号B."""
+    from jpki.card_face import parse_face
+    from jpki.issuer.face_images import CardFront, card_front_image
+
+    check_output(output, force)
+    image = read_image(card_path(card_file))
+    face_ef = image.contents("card-face").files.get(CardFaceFile.FACE)
+    if face_ef is None or "holder" not in image.metadata:
+        raise CardImageError("this card has no card-face AP (made by an older jpki?)")
+    holder = Holder.from_json(image.metadata["holder"])
+    front = CardFront(
+        name=holder.name,
+        address=holder.address,
+        birth_date=holder.birth_date,
+        era=holder.era,
+        sex=holder.sex.value,
+        card_expiry=datetime.date.fromisoformat(image.metadata["card_expiry"]),
+        security_code=image.metadata["security_code"],
+    )
+    if forged == "mismatch":
+        front = _mismatched(front)
+    write_output(output, card_front_image(front, parse_face(face_ef).photo_jp2))
+    if output != STDOUT:
+        note = " (forged: the printed values do not match the chip)" if forged else ""
+        click.echo(f"Wrote {output}{note}")
+
+
+def _mismatched(front: CardFront) -> CardFront:
+    """A face printed with another birth day and security code than the chip holds."""
+    other_day = front.birth_date + datetime.timedelta(days=1)
+    other_code = f"{(int(front.security_code) + 5555) % 10000:04d}"
+    return dataclasses.replace(front, birth_date=other_day, security_code=other_code)

@@ -22,6 +22,8 @@ COMMANDS = {
     "demo": ("cli.apdu", "demo", "Walk through reading, PIN checks and signing on a card."),
     "cert": ("cli.cert", "cert", "Certificates on the card."),
     "pin": ("cli.pin", "pin", "PIN tries left, and PIN change."),
+    "text": ("cli.text", "text", "My number and the basic four attributes (券面事項入力補助AP)."),
+    "face": ("cli.face", "face", "The card face as the chip holds it (券面事項確認AP)."),
     "sign": ("cli.documents", "sign", "Sign a file with the card (CMS, SHA-256)."),
     "verify": ("cli.documents", "verify", "Verify a CMS signature over a document."),
     "login": ("cli.documents", "login", "Log in as a relying party sees it."),

@@ -60,3 +60,23 @@ def card_option(command: F) -> F:
 pin_option = click.option(
     "--pin", help=f"The PIN (default: ${PIN_ENVIRONMENT_VARIABLE}, else a hidden prompt)."
 )
+
+
+# Credentials other than a PIN: the numbers printed on the card. Like --pin, each is checked
+# for its shape before it reaches the card, and never printed.
+collation_a_option = click.option(
+    "--collation-a",
+    metavar="MYNUMBER",
+    help="Collation number A instead of a PIN: the 12-digit my number.",
+)
+collation_b_option = click.option(
+    "--collation-b",
+    metavar="YYMMDDYYYYNNNN",
+    help="Collation number B instead of a PIN: the birth date as Japanese-era YYMMDD, the card "
+    "expiry year and the 4-digit security code printed on the card (14 digits).",
+)
+birth_date_key_option = click.option(
+    "--birth-date-key",
+    metavar="YYMMDD",
+    help="The birth date as Japanese-era YYMMDD (1980-02-17 is Showa 55: 550217).",
+)

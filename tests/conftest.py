@@ -6,6 +6,7 @@ import datetime
 import functools
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -50,6 +51,17 @@ def _openssl_missing() -> str | None:
     return None if shutil.which("openssl") else "the openssl command is not installed"
 
 
+def _tesseract_missing() -> str | None:
+    if not shutil.which("tesseract"):
+        return "the tesseract command is not installed (Debian: tesseract-ocr tesseract-ocr-jpn)"
+    languages = subprocess.run(
+        ["tesseract", "--list-langs"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if "jpn" not in languages:
+        return "tesseract has no Japanese data (Debian: tesseract-ocr-jpn)"
+    return None
+
+
 def _reader_stack_missing() -> str | None:
     from tests.pcsc.harness import reader_stack_missing  # the PC/SC harness knows its parts
 
@@ -59,6 +71,7 @@ def _reader_stack_missing() -> str | None:
 NEEDS: dict[str, Callable[[], str | None]] = {
     "root": functools.cache(_root_missing),
     "openssl": functools.cache(_openssl_missing),
+    "tesseract": functools.cache(_tesseract_missing),
     "reader_stack": functools.cache(_reader_stack_missing),
 }
 

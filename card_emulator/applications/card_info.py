@@ -40,4 +40,6 @@ CARD_INFO = Application(
         PinFile.of(Pin.CARD_INFO_A, change=PinVerified(CardInfoFile.COLLATION_NUMBER_A)),
         PinFile.of(Pin.CARD_INFO_B, change=PinVerified(CardInfoFile.COLLATION_NUMBER_B)),
     ),
+    # SET SESSION KEY needs the PIN verified in clear (collation number A does not count).
+    session_key_after=PinVerified(CardInfoFile.PIN),
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 from dataclasses import dataclass
 
+from card_emulator.vocabulary.apdu import INS
 from card_emulator.vocabulary.identifiers import short_id
 from card_emulator.vocabulary.pins import Pin, PinRule
+from card_emulator.vocabulary.sw import SW
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,26 @@ class PinVerified:
         object.__setattr__(self, "pins", pins)
 
 
-AccessRule = Always | PinVerified
+@dataclass(frozen=True)
+class Never:
+    """Not allowed to anyone (the card-face keys' values come from the printed face)."""
+
+
+AccessRule = Always | PinVerified | Never
 
 
 @dataclass(frozen=True)
 class BinaryFile:
     """A transparent EF, read with READ BINARY."""
+
+    fid: int
+    description: str
+    read: AccessRule = Always()
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """A record EF, read with READ RECORD: its content is simple-TLV records, one after another."""
 
     fid: int
     description: str
@@ -45,11 +62,24 @@ class PinFile:
     description: str
     rule: PinRule
     change: AccessRule
+    # (application, EF) whose counter this one uses when the `shared_collation_counters`
+    # setting is on: the card-face collation numbers can share the card-info AP's.
+    shared_with: tuple[str, int] | None = None
 
     @classmethod
-    def of(cls, pin: Pin, change: AccessRule) -> PinFile:
+    def of(
+        cls, pin: Pin, change: AccessRule, shared_with: tuple[str, int] | None = None
+    ) -> PinFile:
         """The EF of one of the holder's PINs, with its label and rule from the vocabulary."""
-        return cls(pin.fid, pin.label, pin.rule, change)
+        return cls(pin.fid, pin.label, pin.rule, change, shared_with)
+
+
+class KeyUse(enum.Enum):
+    """What a private key answers to."""
+
+    SIGNATURE = "signature"  # COMPUTE DIGITAL SIGNATURE, every scheme (JPKI); 00 88 → 6982
+    CARD_KEY = "card-key"  # COMPUTE DIGITAL SIGNATURE P1 00 with P2 00 (card face); 00 88 → 6985
+    INTERNAL_AUTHENTICATION = "internal-authentication"  # INTERNAL AUTHENTICATE (common AP)
 
 
 @dataclass(frozen=True)
@@ -59,19 +89,26 @@ class KeyFile:
     fid: int
     description: str
     use: AccessRule
+    kind: KeyUse = KeyUse.SIGNATURE
 
 
-CardFile = BinaryFile | PinFile | KeyFile
+CardFile = BinaryFile | RecordFile | PinFile | KeyFile
 
 
 @dataclass(frozen=True)
 class Application:
     """A DF selected by its AID, with the files it may hold."""
 
-    name: str
-    aid: bytes
+    name: str  # at most 16 ASCII characters (the counters file's slot)
+    aid: bytes  # empty for the card level (the MF), which SELECT by name never finds
     label: str
     files: tuple[CardFile, ...]
+    # The INS that changes a PIN here: CHANGE REFERENCE DATA, or CHANGE KEY (80 32).
+    pin_change: int = INS.CHANGE_REFERENCE_DATA
+    # SET SESSION KEY: refused with this SW, or, when `session_key_after` is verified, 6A80
+    # (secure messaging is off: no session key is accepted).
+    session_key_refusal: int = SW.SECURITY_STATUS_NOT_SATISFIED
+    session_key_after: PinVerified | None = None
 
     def file(self, fid: int) -> CardFile | None:
         return self._by_fid.get(fid)

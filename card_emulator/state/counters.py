@@ -62,6 +62,6 @@ def apply(image: CardImage, raw: bytes) -> None:
             raise CardImageError(f"{name} PIN {fid:04X} is damaged")
         spec = APPLICATIONS.by_name(name)
         pin_file = spec.file(fid) if spec else None
-        if not isinstance(pin_file, PinFile) or tries > pin_file.rule.max_tries:
+        if not isinstance(pin_file, PinFile) or tries > image.settings.max_tries(pin_file.rule):
             raise CardImageError(f"{name} PIN {fid:04X} has more tries than it may")
         image.applications[name].pins[fid].tries_left = tries

@@ -8,6 +8,7 @@ references (salted hashes with retry counters).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.applications.model import BinaryFile, KeyFile, PinFile
+from card_emulator.applications.model import BinaryFile, KeyFile, PinFile, RecordFile
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.errors import CardImageError
 from card_emulator.state.pin_reference import (
@@ -28,67 +29,104 @@ from card_emulator.state.pin_reference import (
     SALT_LENGTH,
     PinReference,
 )
+from card_emulator.vocabulary.pins import PinRule
 
 FORMAT_NAME = "jpki-emulator-card"
-FORMAT_VERSION = 2
-CHECKSUM_VERSION = 2  # version 1 files (no checksum) still open, and are written as version 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+CHECKSUM_VERSION = 2  # version 1 files (no checksum) still open, and are written as version 3
+READABLE_VERSIONS = (1, 2, 3)
 TOP_FIELDS = ("format", "version", "settings", "metadata", "applications")
-SETTINGS_FIELDS = (
-    "atr", "warm_reset_keeps_security_state", "wrong_length_pin_counts_as_attempt", "select_fci",
-)  # fmt: skip
 PIN_FIELDS = ("kdf", "iterations", "salt", "hash", "tries_left")
 DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
 MAX_ATR_BYTES = 33
 ATR_INITIAL_CHARACTERS = (0x3B, 0x3F)  # TS
 RSA_KEY_BITS = 2048  # OpenSC hard-codes the key size of the JPKI AP
+MAX_TRIES_SETTING = 15  # 63Cx can say no more
+CARD_FACE_SIGN_REQUIRES = ("none", "birth_date")
 
 
 @dataclass
 class CardSettings:
-    """Behaviour that differs between real cards, or that the spec could only guess."""
+    """Behaviour that differs between real cards, or that the spec could only guess (its §10).
+
+    Settings added after format version 2 take their defaults when an older file is read.
+    """
 
     atr: bytes = DEFAULT_ATR
     warm_reset_keeps_security_state: bool = True  # as the real card does
     wrong_length_pin_counts_as_attempt: bool = True  # else 6700 without a decrement
     select_fci: bytes = b""  # answer to SELECT by DF name with P2=00
+    collation_a_tries: int = 10  # card-info 0014 and card-face 0013
+    collation_b_tries: int = 10  # card-info 0015 and card-face 0012
+    birth_date_key_tries: int = 10  # card-face 0011
+    shared_collation_counters: bool = False  # card-face A/B spend the card-info AP's counters
+    card_face_sign_requires: str = "none"  # or "birth_date": the card key after 0011
+    second_cvc_present: bool = True  # GET DATA 7F21 (absent on older cards: 6A88)
+    atr_information_with_application: bool = False  # GET DATA 5F51 with an AP current
+    global_platform_isd_selectable: bool = True  # SELECT A0 00 00 01 51 00 00 → power-on state
+    select_by_aid_prefix: bool = False  # 00 A4 04 00 <prefix> 00: off keeps OpenSC's probes safe
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "atr": self.atr.hex().upper(),
-            "warm_reset_keeps_security_state": self.warm_reset_keeps_security_state,
-            "wrong_length_pin_counts_as_attempt": self.wrong_length_pin_counts_as_attempt,
-            "select_fci": self.select_fci.hex().upper(),
-        }
+        names = (field.name for field in dataclasses.fields(self))
+        return {name: _setting_json(getattr(self, name)) for name in names}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "settings") -> CardSettings:
-        fields = _object(data, where, SETTINGS_FIELDS)
+    def from_json(
+        cls, data: Any, where: str = "settings", *, complete: bool = True
+    ) -> CardSettings:
+        """Settings from a file; `complete=False` lets missing ones take their defaults."""
+        defaults = cls()
+        names = tuple(field.name for field in dataclasses.fields(cls))
+        values = _object(data, where, names if complete else None)
+        unknown = next((name for name in values if name not in names), None)
+        if unknown is not None:
+            raise CardImageError(f"{where}: unknown field {unknown!r}")
+        settings = cls(
+            **{
+                name: _setting(value, getattr(defaults, name), f"{where}.{name}")
+                for name, value in values.items()
+            }
+        )
         try:
-            return cls(
-                atr=_hex(fields["atr"], f"{where}.atr"),
-                warm_reset_keeps_security_state=_boolean(
-                    fields["warm_reset_keeps_security_state"],
-                    f"{where}.warm_reset_keeps_security_state",
-                ),
-                wrong_length_pin_counts_as_attempt=_boolean(
-                    fields["wrong_length_pin_counts_as_attempt"],
-                    f"{where}.wrong_length_pin_counts_as_attempt",
-                ),
-                select_fci=_hex(fields["select_fci"], f"{where}.select_fci"),
-            ).checked()
-        except CardImageError:
-            raise
+            return settings.checked()
         except ValueError as error:
-            raise CardImageError(f"{where}.atr: {error}") from None
+            raise CardImageError(f"{where}: {error}") from None
 
     def checked(self) -> CardSettings:
         """These settings, if a card can have them; else ValueError saying why."""
         if not 2 <= len(self.atr) <= MAX_ATR_BYTES:
-            raise ValueError(f"an ATR has 2 to {MAX_ATR_BYTES} bytes")
+            raise ValueError(f"atr: an ATR has 2 to {MAX_ATR_BYTES} bytes")
         if self.atr[0] not in ATR_INITIAL_CHARACTERS:
-            raise ValueError("an ATR starts with 3B (direct convention) or 3F (inverse)")
+            raise ValueError("atr: an ATR starts with 3B (direct convention) or 3F (inverse)")
+        for name in ("collation_a_tries", "collation_b_tries", "birth_date_key_tries"):
+            if not 1 <= getattr(self, name) <= MAX_TRIES_SETTING:
+                raise ValueError(f"{name} must be from 1 to {MAX_TRIES_SETTING}")
+        if self.card_face_sign_requires not in CARD_FACE_SIGN_REQUIRES:
+            raise ValueError(
+                f"card_face_sign_requires must be one of {', '.join(CARD_FACE_SIGN_REQUIRES)}"
+            )
         return self
+
+    def max_tries(self, rule: PinRule) -> int:
+        """The retry limit of a PIN on this card: the rule's, or the setting that overrides it."""
+        return rule.max_tries if rule.tries_setting is None else getattr(self, rule.tries_setting)
+
+
+def _setting_json(value: object) -> object:
+    return value.hex().upper() if isinstance(value, bytes) else value
+
+
+def _setting(value: Any, default: object, where: str) -> Any:
+    """A setting's value from JSON, of the type its default has."""
+    if isinstance(default, bool):
+        return _boolean(value, where)
+    if isinstance(default, bytes):
+        return _hex(value, where)
+    if isinstance(default, int):
+        return _integer(value, where, 0, MAX_TRIES_SETTING)
+    if not isinstance(value, str):
+        raise CardImageError(f"{where} must be a string")
+    return value
 
 
 class PrivateKeys(MutableMapping[int, rsa.RSAPrivateKey]):
@@ -206,7 +244,7 @@ class CardImage:
                     "(change settings with `jpki card settings`)"
                 )
         image = cls._from_json(fields, checksummed=bool(with_checksum))
-        if with_checksum and image.dumps() != raw:
+        if version == FORMAT_VERSION and image.dumps() != raw:
             raise CardImageError("not in the form jpki writes (edited by hand?)")
         return image
 
@@ -215,7 +253,9 @@ class CardImage:
         metadata = data["metadata"]
         if not isinstance(metadata, dict):
             raise CardImageError("metadata must be an object")
-        image = cls(settings=CardSettings.from_json(data["settings"]), metadata=metadata)
+        complete = data["version"] == FORMAT_VERSION
+        settings = CardSettings.from_json(data["settings"], complete=complete)
+        image = cls(settings=settings, metadata=metadata)
         applications = data["applications"]
         if not isinstance(applications, dict):
             raise CardImageError("applications must be an object")
@@ -225,14 +265,19 @@ class CardImage:
                 raise CardImageError(f"applications: unknown application {name!r}")
             sections = _object(app_data, f"applications.{name}", ("files", "keys", "pins"))
             contents = image.contents(name)
-            for section, kind in (("files", BinaryFile), ("keys", KeyFile), ("pins", PinFile)):
+            sections_kinds: tuple[tuple[str, tuple[type, ...]], ...] = (
+                ("files", (BinaryFile, RecordFile)),
+                ("keys", (KeyFile,)),
+                ("pins", (PinFile,)),
+            )
+            for section, kind in sections_kinds:
                 entries = _object(sections[section], f"applications.{name}.{section}", ())
                 for fid_text, value in entries.items():
                     where = f"applications.{name}.{section}.{fid_text}"
                     spec = profile.file(_fid(fid_text, where))
                     if not isinstance(spec, kind):
                         raise CardImageError(f"{where}: not one of the {section} of {name}")
-                    if isinstance(spec, BinaryFile):
+                    if isinstance(spec, (BinaryFile, RecordFile)):
                         contents.files[spec.fid] = _base64(value, where)
                     elif isinstance(spec, KeyFile):
                         if checksummed and isinstance(value, str):
@@ -240,7 +285,8 @@ class CardImage:
                         else:
                             contents.keys[spec.fid] = _load_key(value, where, checksummed)
                     elif isinstance(spec, PinFile):
-                        contents.pins[spec.fid] = _pin_reference(value, where, spec)
+                        limit = settings.max_tries(spec.rule)
+                        contents.pins[spec.fid] = _pin_reference(value, where, limit)
         return image
 
 
@@ -317,7 +363,7 @@ def _fid(text: str, where: str) -> int:
     return int(text, 16)
 
 
-def _pin_reference(value: Any, where: str, spec: PinFile) -> PinReference:
+def _pin_reference(value: Any, where: str, max_tries: int) -> PinReference:
     fields = _object(value, where, PIN_FIELDS)
     if fields["kdf"] != KDF_NAME:
         raise CardImageError(f"{where}.kdf: unsupported PIN hash {fields['kdf']!r}")
@@ -325,7 +371,7 @@ def _pin_reference(value: Any, where: str, spec: PinFile) -> PinReference:
         salt=_hex(fields["salt"], f"{where}.salt", SALT_LENGTH),
         digest=_hex(fields["hash"], f"{where}.hash", DIGEST_LENGTH),
         iterations=_integer(fields["iterations"], f"{where}.iterations", 1, MAX_ITERATIONS),
-        tries_left=_integer(fields["tries_left"], f"{where}.tries_left", 0, spec.rule.max_tries),
+        tries_left=_integer(fields["tries_left"], f"{where}.tries_left", 0, max_tries),
     )
 
 

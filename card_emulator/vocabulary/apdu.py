@@ -19,12 +19,20 @@ class INS(enum.IntEnum):
     RESET_RETRY_COUNTER = 0x2C
     COMPUTE_DIGITAL_SIGNATURE = 0x2A
     GET_CHALLENGE = 0x84
+    READ_RECORD = 0xB2
+    INTERNAL_AUTHENTICATE = 0x88
+    GET_DATA = 0xCA
+    CHANGE_KEY = 0x32  # proprietary (CLA 80): the 住基 and common APs' PIN change
+    SET_SESSION_KEY = 0xAE  # proprietary (CLA 80)
 
 
 # Commands whose data field is a PIN (also in their odd-INS forms): never print or log it.
 _SECRET_DATA = frozenset(
-    {INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER}
-    | {ins | 1 for ins in (INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER)}
+    {INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER, INS.CHANGE_KEY}
+    | {
+        ins | 1
+        for ins in (INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER, INS.CHANGE_KEY)
+    }
 )
 
 

@@ -49,3 +49,51 @@ class CardInfoFile(enum.IntEnum):
     BLOCKED_REFERENCE = 0x0012  # ships blocked on real cards
     COLLATION_NUMBER_A = 0x0014  # the my number
     COLLATION_NUMBER_B = 0x0015  # birth date (era) + card expiry year + security code
+
+
+class CardFaceFile(enum.IntEnum):
+    """File identifiers in the card-face AP (券面事項確認AP)."""
+
+    CARD_KEY = 0x0000  # not a file: P2 `00` of COMPUTE DIGITAL SIGNATURE, "the AP's own key"
+    AGE_RECORD = 0x0001
+    FACE = 0x0002
+    AP_BASIC_INFO = 0x0003
+    AP_CERTIFICATE = 0x0004
+    MY_NUMBER_IMAGE = 0x0005
+    UNKNOWN = 0x0006  # 16 × FF on real cards, purpose unknown
+    BIRTH_DATE_KEY = 0x0011  # era YYMMDD
+    COLLATION_NUMBER_B = 0x0012
+    COLLATION_NUMBER_A = 0x0013
+
+
+class ResidentRegistryFile(enum.IntEnum):
+    """File identifiers in the 住基AP (resident registry)."""
+
+    KEY_REFERENCE = 0x0002  # one record
+    PIN = 0x001C
+
+
+class CommonFile(enum.IntEnum):
+    """File identifiers in the common card AP (共通カードAP)."""
+
+    CARD_IDENTIFICATION = 0x0001  # one record: serial, municipality code, card expiry
+    KEY_REFERENCE = 0x0002  # one record
+    AUTHENTICATION_KEY = 0x0019  # INTERNAL AUTHENTICATE
+    PIN = 0x001C
+
+
+class CardData(enum.IntEnum):
+    """GET DATA tags answered at the MF, in the power-on state (spec §7)."""
+
+    ISSUER_IDENTIFICATION = 0x0042
+    CARD_IDENTIFICATION_NUMBER = 0x0045
+    CARD_RECOGNITION_DATA = 0x0066
+    MUNICIPALITY_CODE = 0x00F0
+    CARD_EXPIRY = 0x00F2
+    CVC_SIGNER_KEY_ID = 0x00F7
+    ROOT_CVC = 0x00F8
+    SECOND_CVC = 0x7F21
+    ATR_INFORMATION = 0x5F51  # the ATR without TS: made from the card's ATR setting
+
+
+GLOBAL_PLATFORM_ISD = bytes.fromhex("A0000001510000")  # selecting it returns to power-on state

@@ -10,7 +10,14 @@ import enum
 import re
 from dataclasses import dataclass
 
-from card_emulator.vocabulary.identifiers import AID, CardInfoFile, JpkiFile
+from card_emulator.vocabulary.identifiers import (
+    AID,
+    CardFaceFile,
+    CardInfoFile,
+    CommonFile,
+    JpkiFile,
+    ResidentRegistryFile,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,8 @@ class PinRule:
     max_length: int
     alphabet: str  # regular-expression character class body, e.g. "0-9" or "A-Z0-9"
     max_tries: int
+    # The card setting that overrides max_tries, where the spec only guessed the limit.
+    tries_setting: str | None = None
 
     def accepts(self, value: bytes) -> bool:
         pattern = f"[{self.alphabet}]{{{self.min_length},{self.max_length}}}"
@@ -35,12 +44,13 @@ class PinRule:
 
 FOUR_DIGITS = PinRule(min_length=4, max_length=4, alphabet="0-9", max_tries=3)
 SIGNATURE_PASSWORD = PinRule(min_length=6, max_length=16, alphabet="A-Z0-9", max_tries=5)
-COLLATION_NUMBER_A = PinRule(min_length=12, max_length=12, alphabet="0-9", max_tries=10)
-COLLATION_NUMBER_B = PinRule(min_length=14, max_length=14, alphabet="0-9", max_tries=10)
+COLLATION_NUMBER_A = PinRule(12, 12, "0-9", max_tries=10, tries_setting="collation_a_tries")
+COLLATION_NUMBER_B = PinRule(14, 14, "0-9", max_tries=10, tries_setting="collation_b_tries")
+BIRTH_DATE_KEY = PinRule(6, 6, "0-9", max_tries=10, tries_setting="birth_date_key_tries")
 
 
 class Pin(enum.Enum):
-    """The PINs a holder uses: (name, application, EF, label, rule)."""
+    """The card's ten key references a holder uses: (name, application, EF, label, rule)."""
 
     AUTH = ("auth", AID.JPKI, JpkiFile.AUTHENTICATION_PIN, "authentication PIN", FOUR_DIGITS)
     SIGN = ("sign", AID.JPKI, JpkiFile.SIGNATURE_PIN, "signature password", SIGNATURE_PASSWORD)
@@ -50,6 +60,14 @@ class Pin(enum.Enum):
                    "collation number A", COLLATION_NUMBER_A)  # fmt: skip
     CARD_INFO_B = ("card-info-b", AID.CARD_INFO_INPUT_SUPPORT, CardInfoFile.COLLATION_NUMBER_B,
                    "collation number B", COLLATION_NUMBER_B)  # fmt: skip
+    FACE_A = ("face-a", AID.CARD_FACE_CONFIRMATION, CardFaceFile.COLLATION_NUMBER_A,
+              "collation number A", COLLATION_NUMBER_A)  # fmt: skip
+    FACE_B = ("face-b", AID.CARD_FACE_CONFIRMATION, CardFaceFile.COLLATION_NUMBER_B,
+              "collation number B", COLLATION_NUMBER_B)  # fmt: skip
+    BIRTH_DATE = ("birth-date", AID.CARD_FACE_CONFIRMATION, CardFaceFile.BIRTH_DATE_KEY,
+                  "birth-date key", BIRTH_DATE_KEY)  # fmt: skip
+    JUKI = ("juki", AID.RESIDENT_REGISTRY, ResidentRegistryFile.PIN, "住基 PIN", FOUR_DIGITS)
+    COMMON = ("common", AID.COMMON_CARD, CommonFile.PIN, "common AP PIN", FOUR_DIGITS)
 
     def __init__(self, key: str, application: AID, fid: int, label: str, rule: PinRule) -> None:
         self.key = key

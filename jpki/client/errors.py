@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from card_emulator.vocabulary.sw import describe
+from card_emulator.vocabulary.sw import SW, describe
 from jpki.errors import BadValueError, JpkiError
 
 
@@ -48,3 +48,15 @@ class PinBlockedError(PinError):
 
 class PinRequiredError(PinError):
     """The operation needs a PIN that has not been verified in this session."""
+
+
+class PinNotChangeableError(PinError):
+    """The PIN's value is fixed (the card-face keys are numbers printed on the card)."""
+
+
+class CardDataError(ApduError):
+    """The card answered 9000 with data that is not what the card writes."""
+
+    def __init__(self, message: str) -> None:
+        JpkiError.__init__(self, message)
+        self.sw = SW.NO_PRECISE_DIAGNOSIS

@@ -5,6 +5,9 @@ with VirtualCard.open("card.json") as card:      # or PcscConnection("PCD 00 00"
     session.read_certificate(Certificate.AUTH)
     session.verify_pin(Pin.AUTH, "1234")
     signature = session.sign(Key.AUTH, b"data")      # SHA-256 on the host, DigestInfo to the card
+
+The other applications' sessions (card info, card face, 住基, common, card level) are in
+`jpki.client.applications`; all share `CardSession`'s selection and PIN handling.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from jpki.client.errors import (
     ApduError,
     PinBlockedError,
     PinFormatError,
+    PinNotChangeableError,
     PinRequiredError,
     WrongPinError,
 )
@@ -33,7 +37,36 @@ from jpki.client.protocol import ApduProtocol
 RETRY_COUNTER_SW = 0x63C0
 # What a card back at the MF (after a reset) answers for an EF or a PIN of the AP it forgot.
 NOT_IN_APPLICATION = frozenset({SW.FILE_NOT_FOUND, SW.REFERENCE_DATA_NOT_FOUND})
-CHANGE_NEW_DATA_ONLY = 0x01
+CURRENT_EF = 0x80  # P2 of VERIFY/CHANGE: the current EF
+
+
+@dataclass(frozen=True)
+class PinChange:
+    """The command an application changes a PIN with (after VERIFY; only the new value)."""
+
+    name: str
+    cla: int
+    ins: int
+    p1: int
+
+
+CHANGE_REFERENCE_DATA = PinChange("CHANGE REFERENCE DATA", 0x00, INS.CHANGE_REFERENCE_DATA, 0x01)
+CHANGE_KEY = PinChange("CHANGE KEY", 0x80, INS.CHANGE_KEY, 0x00)
+# The card-face AP has none: its keys are the numbers printed on the card.
+PIN_CHANGE = {
+    AID.JPKI: CHANGE_REFERENCE_DATA,
+    AID.CARD_INFO_INPUT_SUPPORT: CHANGE_REFERENCE_DATA,
+    AID.RESIDENT_REGISTRY: CHANGE_KEY,
+    AID.COMMON_CARD: CHANGE_KEY,
+}
+# Short, stable names of the applications, as card images and `jpki pin status --json` use them.
+APPLICATION_NAMES = {
+    AID.JPKI: "jpki",
+    AID.CARD_INFO_INPUT_SUPPORT: "card-info",
+    AID.CARD_FACE_CONFIRMATION: "card-face",
+    AID.RESIDENT_REGISTRY: "juki",
+    AID.COMMON_CARD: "common",
+}
 UNBLOCK_HINT = "a municipal office can reset it (for a virtual card: jpki card unblock {name})"
 T = TypeVar("T")
 
@@ -63,29 +96,37 @@ class CardSession:
     """A session with one card: selects applications as needed and works their PINs."""
 
     def __init__(self, protocol: ApduProtocol) -> None:
+        # Sessions of several applications may share one protocol: which AP is current is
+        # the card's state, so the protocol keeps it, not the session.
         self.protocol = protocol
-        self._selected: AID | None = None
 
     def select(self, application: AID) -> None:
         """Select an AP (once: re-selecting would be harmless, but costs an APDU)."""
-        if self._selected is not application:
-            self._selected = None
+        if self.protocol.selected != application.value:
             self.protocol.select_application(application.value)
-            self._selected = application
 
     def _in(self, application: AID, action: Callable[[], T]) -> T:
         """Run `action` in `application`, selecting it again if the card forgot it (a reset
         returns the card to the MF, where every EF answers 6A82)."""
-        remembered = self._selected is application
+        remembered = self.protocol.selected == application.value
         self.select(application)
         try:
             return action()
         except ApduError as error:
             if not (remembered and error.sw in NOT_IN_APPLICATION):
                 raise
-        self._selected = None
+        self.protocol.selected = None
         self.select(application)
         return action()
+
+    def _read(self, application: AID, read: Callable[[], T], needs: str | None = None) -> T:
+        """A read in `application`; the card's 6982 becomes PinRequiredError saying `needs`."""
+        try:
+            return self._in(application, read)
+        except ApduError as error:
+            if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED and needs is not None:
+                raise PinRequiredError(needs) from None
+            raise
 
     def _pin_command(self, ins: int, p1: int, pin: Pin, value: bytes = b"") -> CommandApdu:
         return CommandApdu(0x00, ins, p1, SHORT_ID_FLAG | short_id(pin.fid), value)
@@ -94,7 +135,8 @@ class CardSession:
         def query() -> int:
             sw = self.protocol.transmit(self._pin_command(INS.VERIFY, 0x00, pin, value)).sw
             if sw in NOT_IN_APPLICATION:
-                raise ApduError(sw, f"VERIFY {pin.label}")
+                application = APPLICATION_NAMES[pin.application]
+                raise ApduError(sw, f"this card has no {pin.label} in its {application} AP")
             return sw
 
         return self._in(pin.application, query)
@@ -120,12 +162,23 @@ class CardSession:
         raise ApduError(sw, f"VERIFY {pin.label}")
 
     def change_pin(self, pin: Pin, old: str, new: str) -> None:
-        """Verify the old value, then set the new one (the card takes only the new value)."""
+        """Verify the old value, then set the new one (the card takes only the new value), with
+        the command the PIN's application uses. The card-face keys are the printed face's
+        numbers and cannot be changed: refused before anything is sent."""
+        change = PIN_CHANGE.get(pin.application)
+        if change is None:
+            raise PinNotChangeableError(
+                f"the {pin.label} of the card face cannot be changed: it is printed on the card"
+            )
         check_pin_format(pin, new)
         self.verify_pin(pin, old)
-        command = self._pin_command(INS.CHANGE_REFERENCE_DATA, CHANGE_NEW_DATA_ONLY, pin,
-                                    new.encode())  # fmt: skip
-        self.protocol.send(command, f"CHANGE REFERENCE DATA {pin.label}")
+
+        def send() -> bytes:
+            self.protocol.select_file(pin.fid)  # the card changes the current PIN EF (P2 80)
+            command = CommandApdu(change.cla, change.ins, change.p1, CURRENT_EF, new.encode())
+            return self.protocol.send(command, f"{change.name} {pin.label}")
+
+        self._in(pin.application, send)
 
 
 class JpkiSession(CardSession):

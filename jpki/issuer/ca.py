@@ -1,11 +1,20 @@
-"""The emulator's built-in test CA: two self-signed JPKI CAs (signature and authentication)
-and the card-info signer, whose keys, certificates, settings and issuance record live in one
-directory.
+"""The emulator's built-in test CA: two self-signed JPKI CAs (signature and authentication),
+the card-verifiable certificate (CVC) hierarchy of the card's own APs, and the card-info signer,
+whose keys, certificates, settings and issuance record live in one directory.
 
 Layout of the directory:
     signature-ca.pem, signature-ca.key            sign CA certificate (0644) and PKCS#8 key (0600)
     authentication-ca.pem, authentication-ca.key  auth CA certificate (0644) and PKCS#8 key (0600)
-    card-info-signer.key                          PKCS#8 key signing the Text AP record (0600)
+    card-info-signer.key                          PKCS#8 key signing the Text AP's integrity
+                                                  record and the card-face records: the issuing
+                                                  municipality's CVC key (0600)
+    cvc-root.key                                  PKCS#8 key of the CVC root 9000020/001, which
+                                                  certifies itself (MF 00F8) and the card issuer
+                                                  (0600)
+    cvc-issuer.key                                PKCS#8 key of the CVC card issuer 9000023/001
+                                                  (MF 7F21), which certifies the municipalities'
+                                                  keys (EF 0004 of the Text and card-face APs)
+                                                  (0600)
     ca.sqlite                                     the issuance record: next serial, every issued
                                                   certificate and its revocation (SQLite in WAL
                                                   mode, 0600: it names the holders)
@@ -13,6 +22,10 @@ Layout of the directory:
                                                   fixed at creation (0600)
 The directory is created 0700. A new CA writes its keys and certificates, then ca.sqlite, and
 ca.json last, so ca.json marks a complete CA; a CA is never created over any of these files.
+The CVCs are not stored: built from the keys when asked for, they are the same bytes each time
+(PKCS#1 v1.5 signatures are deterministic). A CA made before the CVC keys existed gets them on
+first use of a CVC, made under the CA's lock and written atomically beside the other files,
+which stay as they were.
 
 Issuing and revoking are SQLite transactions on ca.sqlite: a write costs the same whatever the
 size of the record, several processes issue at once without losing anything (SQLite's write lock
@@ -65,10 +78,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from jpki import cvc
 from jpki.certificates import CertificateKind, issued_by, parse_whole
 from jpki.durable import make_private_directories, remove_leftovers, write_atomically
 from jpki.errors import BadValueError, JpkiError
 from jpki.issuer import profile
+from jpki.issuer.card_level import MUNICIPALITY_CODE_PATTERN
 from jpki.issuer.holder import Holder
 
 STATE_FILE = "ca.json"
@@ -81,6 +96,14 @@ STATE_VERSION = 2  # ca.json holds the settings; the record is in ca.sqlite
 LEGACY_STATE_VERSION = 1  # ca.json held the settings and the whole record
 # Signs the integrity record (EF 0003) of the card-info AP, as J-LIS does on real cards.
 CARD_INFO_SIGNER_FILE = "card-info-signer.key"
+# The card-verifiable certificates' root and card issuer (spec §5 "Key id", §7): ids starting
+# with 9 are the emulator's own (OURS), so tools holding J-LIS keys say "unknown CA".
+CVC_ROOT_KEY_FILE = "cvc-root.key"
+CVC_ISSUER_KEY_FILE = "cvc-issuer.key"
+CVC_ROOT_ID = cvc.KeyId("9000020", "001")
+CVC_ISSUER_ID = cvc.KeyId("9000023", "001")
+# A municipality's CVC subject: 9 ‖ its 5-digit code ‖ 1 / 000 (J-LIS test card: 1322121/000).
+MUNICIPALITY_KEY_NUMBER = "000"
 RSA_PUBLIC_EXPONENT = 65537
 RSA_KEY_BITS = 2048
 PRIVATE_FILE_MODE = 0o600
@@ -201,6 +224,8 @@ CA_FILES = (
     DATABASE_FILE,
     *(name for kind in CertificateKind for name in (certificate_file(kind), key_file(kind))),
     CARD_INFO_SIGNER_FILE,
+    CVC_ROOT_KEY_FILE,
+    CVC_ISSUER_KEY_FILE,
 )
 
 
@@ -211,6 +236,22 @@ class CertificateAuthority:
     kind: CertificateKind
     certificate: x509.Certificate
     private_key: rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class _CvcKeys:
+    """The private keys of the CVC root and card issuer."""
+
+    root: rsa.RSAPrivateKey
+    issuer: rsa.RSAPrivateKey
+
+
+def municipality_key_id(municipality_code: str) -> cvc.KeyId:
+    """The CVC subject id of a municipality's key: 13113 → 9131131/000."""
+    if not MUNICIPALITY_CODE_PATTERN.fullmatch(municipality_code):
+        raise ValueError(f"a municipality code is 5 digits, not {municipality_code!r}")
+    authority = f"{cvc.EMULATOR_AUTHORITY_PREFIX}{municipality_code}1"
+    return cvc.KeyId(authority, MUNICIPALITY_KEY_NUMBER)
 
 
 @dataclass(frozen=True)
@@ -828,7 +869,8 @@ class _Database:
 
 
 class TestCA:
-    """The signature and authentication CAs, the card-info signer and the issuance record."""
+    """The signature and authentication CAs, the CVC hierarchy, the card-info signer and the
+    issuance record."""
 
     # Not a pytest test class despite the name.
     __test__: ClassVar[bool] = False
@@ -841,6 +883,7 @@ class TestCA:
         *,
         card_info_signer: rsa.RSAPrivateKey,
         settings: _Settings,
+        cvc_keys: _CvcKeys | None = None,
         database: _Database | None = None,
         legacy: _LegacyState | None = None,
         state_file_outdated: bool = False,
@@ -851,6 +894,8 @@ class TestCA:
         self.signature = signature
         self.authentication = authentication
         self.card_info_signer = card_info_signer
+        # None until first used, for a CA made before the CVC keys existed.
+        self._cvc_keys = cvc_keys
         self.ocsp_url = settings.ocsp_url
         self.crl_url = settings.crl_url
         self.production_dn = settings.production_dn
@@ -942,6 +987,39 @@ class TestCA:
             with _database_errors(self._database.path):
                 entries = tuple(IssuedCertificate.from_row(row[:-1]) for row in rows)
             return (max(counter, rows[-1][-1]) if rows else counter), entries
+
+    # --- the card-verifiable certificates ----------------------------------------------------
+
+    def cvc_root(self) -> cvc.CardVerifiableCertificate:
+        """The self-signed root CVC, 9000020/001: MF GET DATA 00F8 (bare), and the trust anchor
+        a relying party pins."""
+        root = self._cvc().root
+        return cvc.issue(root.public_key(), CVC_ROOT_ID, root, CVC_ROOT_ID)
+
+    def cvc_issuer(self) -> cvc.CardVerifiableCertificate:
+        """The card issuer's CVC, 9000023/001, signed by the root: MF GET DATA 7F21 (bare)."""
+        keys = self._cvc()
+        return cvc.issue(keys.issuer.public_key(), CVC_ISSUER_ID, keys.root, CVC_ROOT_ID)
+
+    def municipality_cvc(self, municipality_code: str) -> cvc.CardVerifiableCertificate:
+        """The CVC of the card-info signer as the municipality `municipality_code`'s key
+        (13113 → 9131131/000), signed by the card issuer: EF 0004 of the Text and card-face
+        APs. That key signs the Text AP's integrity record and the card-face records."""
+        subject = municipality_key_id(municipality_code)
+        signer = self.card_info_signer.public_key()
+        return cvc.issue(signer, subject, self._cvc().issuer, CVC_ISSUER_ID)
+
+    def _cvc(self) -> _CvcKeys:
+        """The CVC keys; for a CA made before they existed, made now (once, under the CA's
+        lock: another process may be making them too)."""
+        with self._lock:
+            if self._cvc_keys is None:
+                with _locked(self.directory):
+                    self._cvc_keys = _CvcKeys(
+                        root=_load_or_make_key(self.directory, CVC_ROOT_KEY_FILE),
+                        issuer=_load_or_make_key(self.directory, CVC_ISSUER_KEY_FILE),
+                    )
+            return self._cvc_keys
 
     def close(self) -> None:
         """Close the connection to ca.sqlite (reopened if the object is used again)."""
@@ -1139,7 +1217,8 @@ class TestCA:
         ocsp_url: str = profile.DEFAULT_OCSP_URL,
         crl_url: str | None = None,
     ) -> TestCA:
-        """Generate both CAs and the card-info signer into `directory` (created 0700 if needed).
+        """Generate both CAs, the CVC root and card issuer keys and the card-info signer into
+        `directory` (created 0700 if needed).
 
         Refuses (CAExistsError) when the directory holds any file of a CA: a new CA over old
         keys would make every card they issued untrusted.
@@ -1171,16 +1250,17 @@ class TestCA:
                 serial += 1
                 authorities[kind] = CertificateAuthority(kind, certificate, key)
             card_info_signer = _generate_key()
+            cvc_keys = _CvcKeys(root=_generate_key(), issuer=_generate_key())
             # Keys and certificates first, ca.sqlite next, ca.json last: it marks a complete CA.
             try:
                 for authority in authorities.values():
                     _write_authority(directory, authority)
-                _replace(
-                    directory,
-                    CARD_INFO_SIGNER_FILE,
-                    _private_pem(card_info_signer),
-                    PRIVATE_FILE_MODE,
-                )
+                for name, key in (
+                    (CARD_INFO_SIGNER_FILE, card_info_signer),
+                    (CVC_ROOT_KEY_FILE, cvc_keys.root),
+                    (CVC_ISSUER_KEY_FILE, cvc_keys.issuer),
+                ):
+                    _replace(directory, name, _private_pem(key), PRIVATE_FILE_MODE)
                 database = _Database.write_new(directory / DATABASE_FILE, serial)
                 _replace(directory, STATE_FILE, _dumps(settings.to_json()), PRIVATE_FILE_MODE)
             except OSError as error:
@@ -1193,6 +1273,7 @@ class TestCA:
             authorities[CertificateKind.AUTHENTICATION],
             card_info_signer=card_info_signer,
             settings=settings,
+            cvc_keys=cvc_keys,
             database=database,
         )
 
@@ -1207,6 +1288,7 @@ class TestCA:
             _load_authority(directory, kind, settings.production_dn) for kind in CertificateKind
         )
         card_info_signer = _load_card_info_signer(directory)
+        cvc_keys = _load_cvc_keys(directory)
         path = directory / DATABASE_FILE
         database, legacy, outdated = None, None, False
         if isinstance(state, _Settings):
@@ -1222,6 +1304,7 @@ class TestCA:
             authentication,
             card_info_signer=card_info_signer,
             settings=settings,
+            cvc_keys=cvc_keys,
             database=database,
             legacy=legacy,
             state_file_outdated=outdated,
@@ -1391,11 +1474,39 @@ def _load_card_info_signer(directory: Path) -> rsa.RSAPrivateKey:
             f"{key_path} is missing: this test CA predates the card-info signer; "
             "create a new CA to issue cards with a card-info AP"
         )
+    return _read_private_key(key_path)
+
+
+def _read_private_key(key_path: Path) -> rsa.RSAPrivateKey:
     try:
         key_pem = key_path.read_bytes()
     except OSError as error:
         raise CAError(f"cannot read {error.filename}: {error.strerror}") from error
     return _parse_private_key(key_pem, key_path)
+
+
+def _load_cvc_keys(directory: Path) -> _CvcKeys | None:
+    """The CVC keys, or None when either is missing (a CA made before them: both are made, or
+    the missing one, on first use)."""
+    paths = [directory / CVC_ROOT_KEY_FILE, directory / CVC_ISSUER_KEY_FILE]
+    if not all(os.path.lexists(path) for path in paths):
+        return None
+    root, issuer = (_read_private_key(path) for path in paths)
+    return _CvcKeys(root=root, issuer=issuer)
+
+
+def _load_or_make_key(directory: Path, name: str) -> rsa.RSAPrivateKey:
+    """The key in `name`, generated and written (0600, atomically) if it is not there yet; the
+    caller holds the CA lock."""
+    path = directory / name
+    if os.path.lexists(path):
+        return _read_private_key(path)
+    key = _generate_key()
+    try:
+        _replace(directory, name, _private_pem(key), PRIVATE_FILE_MODE)
+    except OSError as error:
+        raise CAError(f"cannot write {path}: {error.strerror}") from error
+    return key
 
 
 def _load_authority(

@@ -1,9 +1,11 @@
 """Contents of the card-info input-support AP (券面事項入力補助AP, "Text AP"), byte for byte.
 
 Pure functions that build the AP's elementary files as a real My Number card holds them
-(EF 0001..0005, /work/shared/spec/jpki-card.md §4), the collation number B that opens them,
-and the card's own expiry date from which that number is made. `verify_integrity` checks an
-integrity record the way a client does. No file or card I/O here.
+(EF 0001..0003 and 0005, /work/shared/spec/jpki-card.md §4; EF 0004 is the municipality's
+card-verifiable certificate, `TestCA.municipality_cvc`), the birth-date key and collation
+number B that open this AP and the card-face AP, and the card's own expiry date from which
+that number is made. `verify_integrity` checks an integrity record the way a client does.
+No file or card I/O here.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import hashlib
 import re
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from jpki.issuer.holder import ERAS, UNKNOWN_ERA, Holder
+from jpki.tlv import expect as _expect
+from jpki.tlv import length as _length
+from jpki.tlv import tlv as _tlv
 
 # Tags. The card writes them as two-byte BER tags even where one byte would do.
 MY_NUMBER_TAG = b"\xff\x10"
@@ -30,27 +35,10 @@ INTEGRITY_TAG = b"\xff\x30"
 MY_NUMBER_HASH_TAG = b"\xdf\x31"
 ATTRIBUTES_HASH_TAG = b"\xdf\x32"
 INTEGRITY_SIGNATURE_TAG = b"\xdf\x33"
-CVC_TAG = b"\x7f\x21"
-CVC_BODY_TAG = b"\x5f\x4e"
-CVC_SIGNATURE_TAG = b"\x5f\x37"
-CVC_EXPONENT_TAG = b"\x90"
-CVC_MODULUS_TAG = b"\x91"
 BASIC_INFO_TAG = b"\xff\x40"
 BASIC_INFO_VERSION_TAG = b"\xdf\x41"
 BASIC_INFO_KEY_ID_TAG = b"\xdf\x42"
 BASIC_INFO_UNKNOWN_TAG = b"\xdf\x43"
-
-# BER lengths: up to 0x7F in one byte, otherwise 0x81 or 0x82 followed by 1 or 2 bytes.
-SHORT_LENGTH_MAX = 0x7F
-LENGTH_ONE_BYTE = 0x81
-LENGTH_TWO_BYTES = 0x82
-ONE_BYTE_MAX = 0xFF
-TWO_BYTES_MAX = 0xFFFF
-LENGTH_BYTES_MASK = 0x7F  # in a long-form first length byte: how many length bytes follow
-# A tag byte whose low five bits are all set continues in the next byte, and so on while
-# the continuation byte has its top bit set.
-TAG_NUMBER_MASK = 0x1F
-TAG_CONTINUES = 0x80
 
 FILLER = b"\xff"
 MY_NUMBER_DIGITS = 12
@@ -60,18 +48,14 @@ OFFSET_SIZE = 2
 BIRTH_DATE_FORMAT = "%Y%m%d"
 # 5 + 35 (DF31) + 35 (DF32) + 261 (DF33 has a 5-byte header): the spec's 01 4B and 336 agree.
 INTEGRITY_EF_SIZE = 336
-SHA256_SIZE = 32
 RSA_KEY_BITS = 2048
-RSA_SIGNATURE_SIZE = RSA_KEY_BITS // 8
-CVC_EXPONENT = 65537
-CVC_EXPONENT_SIZE = 3
-CVC_SIZE = 568
 KEY_ID_SIZE = 16
 BASIC_INFO_VERSION = bytes.fromhex("01030E01")
 BASIC_INFO_UNKNOWN_SIZE = 0x80
 BASIC_INFO_EF_SIZE = 256  # clients (myna) read 256 bytes
 
 COLLATION_YEAR_MODULUS = 100  # two-digit years
+BIRTH_DATE_KEY_DIGITS = 6
 SECURITY_CODE_PATTERN = re.compile(r"[0-9]{4}")
 CARD_EXPIRY_YEAR_MAX = 9999
 ADULT_AGE = 18
@@ -79,67 +63,6 @@ ADULT_CARD_BIRTHDAYS = 10
 MINOR_CARD_BIRTHDAYS = 5
 
 ERA_START_YEARS = {code: start.year for start, code, _name in ERAS}
-
-
-# --- BER TLV -------------------------------------------------------------------------------
-
-
-def _length(size: int, *, long_form: bool = False) -> bytes:
-    """BER length of `size`: minimal, or always `82 HH LL` when `long_form`."""
-    if size > TWO_BYTES_MAX:
-        raise ValueError(f"a value of {size} bytes is too long for this card")
-    if long_form:
-        return bytes([LENGTH_TWO_BYTES]) + size.to_bytes(2, "big")
-    if size <= SHORT_LENGTH_MAX:
-        return bytes([size])
-    if size <= ONE_BYTE_MAX:
-        return bytes([LENGTH_ONE_BYTE, size])
-    return bytes([LENGTH_TWO_BYTES]) + size.to_bytes(2, "big")
-
-
-def _tlv(tag: bytes, value: bytes, *, long_form: bool = False) -> bytes:
-    return tag + _length(len(value), long_form=long_form) + value
-
-
-def read_tlv(data: bytes, offset: int = 0) -> tuple[bytes, int, int]:
-    """(tag, start of value, end of value) of the BER TLV at `offset`; ValueError if cut short."""
-    position = offset
-    if position >= len(data):
-        raise ValueError(f"no TLV at offset {offset}")
-    first = data[position]
-    position += 1
-    if first & TAG_NUMBER_MASK == TAG_NUMBER_MASK:
-        while True:
-            if position >= len(data):
-                raise ValueError(f"tag at offset {offset} is cut short")
-            more = data[position] & TAG_CONTINUES
-            position += 1
-            if not more:
-                break
-    tag = data[offset:position]
-    if position >= len(data):
-        raise ValueError(f"TLV at offset {offset} has no length")
-    size = data[position]
-    position += 1
-    if size in (LENGTH_ONE_BYTE, LENGTH_TWO_BYTES):
-        count = size & LENGTH_BYTES_MASK
-        if position + count > len(data):
-            raise ValueError(f"length at offset {offset} is cut short")
-        size = int.from_bytes(data[position : position + count], "big")
-        position += count
-    elif size > SHORT_LENGTH_MAX:
-        raise ValueError(f"unsupported BER length byte {size:#04x} at offset {offset}")
-    end = position + size
-    if end > len(data):
-        raise ValueError(f"TLV at offset {offset} runs past the end of the data")
-    return tag, position, end
-
-
-def _expect(data: bytes, offset: int, tag: bytes) -> tuple[int, int]:
-    found, start, end = read_tlv(data, offset)
-    if found != tag:
-        raise ValueError(f"expected tag {tag.hex()} at offset {offset}, found {found.hex()}")
-    return start, end
 
 
 def _sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
@@ -241,48 +164,7 @@ def verify_integrity(
     return True
 
 
-# --- EF 0004 and 0005 ----------------------------------------------------------------------
-
-
-def key_identifier(public_key: rsa.RSAPublicKey) -> bytes:
-    """16-byte key identifier: the first 16 bytes of SHA-256 of the DER SubjectPublicKeyInfo.
-
-    A guess: how the card derives the key ids in EF 0004 and 0005 is not public.
-    """
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).digest()[:KEY_ID_SIZE]
-
-
-def card_verifiable_certificate(
-    subject_key: rsa.RSAPublicKey,
-    issuer_key: rsa.RSAPrivateKey,
-    issuer_key_id: bytes,
-    subject_key_id: bytes,
-) -> bytes:
-    """EF 0004: the AP's card-verifiable certificate (568 bytes).
-
-    The layout is the real card's; the signature is a guess: PKCS#1 v1.5 SHA-256 by
-    `issuer_key` over the whole 5F4E TLV.
-    """
-    _require_rsa_2048(subject_key, "subject key")
-    _require_rsa_2048(issuer_key, "issuer key")
-    _require_key_id(issuer_key_id, "issuer key id")
-    _require_key_id(subject_key_id, "subject key id")
-    numbers = subject_key.public_numbers()
-    if numbers.e != CVC_EXPONENT:
-        raise ValueError(f"the subject key's public exponent must be {CVC_EXPONENT}")
-    body = (
-        issuer_key_id
-        + subject_key_id
-        + _tlv(CVC_EXPONENT_TAG, numbers.e.to_bytes(CVC_EXPONENT_SIZE, "big"))
-        + _tlv(CVC_MODULUS_TAG, numbers.n.to_bytes(RSA_SIGNATURE_SIZE, "big"))
-    )
-    signed = _tlv(CVC_BODY_TAG, body)
-    certificate = _tlv(CVC_TAG, signed + _tlv(CVC_SIGNATURE_TAG, _sign(issuer_key, signed)))
-    assert len(certificate) == CVC_SIZE, f"CVC is {len(certificate)} bytes"
-    return certificate
+# --- EF 0005 -------------------------------------------------------------------------------
 
 
 def basic_info(key_id: bytes) -> bytes:
@@ -314,14 +196,22 @@ def _era_year(holder: Holder) -> int:
     return era_year
 
 
+def birth_date_key(holder: Holder) -> str:
+    """The birth-date key, 6 digits: the birth date as Japanese-era YYMMDD (1980-02-17, Showa
+    55 → `550217`); Gregorian YYMMDD for a holder whose era is unknown (code 0). It opens the
+    card-face AP's age record and begins collation number B."""
+    key = f"{_era_year(holder):02d}{holder.birth_date:%m%d}"
+    assert len(key) == BIRTH_DATE_KEY_DIGITS
+    return key
+
+
 def collation_number_b(holder: Holder, card_expiry_year: int, security_code: str) -> str:
-    """照合番号B, 14 digits: era YYMMDD of the birth date, card expiry YYYY, security code."""
+    """照合番号B, 14 digits: the birth-date key, card expiry YYYY, security code."""
     if not SECURITY_CODE_PATTERN.fullmatch(security_code):
         raise ValueError("the security code must be 4 digits")
     if not 0 <= card_expiry_year <= CARD_EXPIRY_YEAR_MAX:
         raise ValueError("the card expiry year must have 4 digits")
-    birth = holder.birth_date
-    return f"{_era_year(holder):02d}{birth:%m%d}{card_expiry_year:04d}{security_code}"
+    return f"{birth_date_key(holder)}{card_expiry_year:04d}{security_code}"
 
 
 def _birthday_in(birth_date: datetime.date, year: int) -> datetime.date:

@@ -64,6 +64,7 @@ def test_create_then_info_non_interactively(tmp_path: Path) -> None:
     summary = json.loads(info.stdout)
     assert summary["holder"]["name"] == "山田　花子"
     assert summary["pins"]["auth"] == {
+        "application": "jpki",
         "label": "authentication PIN",
         "tries_left": 3,
         "max_tries": 3,

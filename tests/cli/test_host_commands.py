@@ -232,10 +232,10 @@ def test_lockout_is_reported_by_pin_status(home: Path) -> None:
     assert last.stderr.strip() == "jpki: error: wrong authentication PIN: it is now blocked"
     blocked = jpki(home, "login", "--pin", "1234")
     assert "blocked" in blocked.stderr and blocked.returncode == 6
-    status = json.loads(jpki(home, "pin", "status", "--json").stdout)
+    status = {row["key"]: row for row in json.loads(jpki(home, "pin", "status", "--json").stdout)}
     assert status["auth"] == {
-        "label": "authentication PIN", "present": True, "tries_left": 0, "max_tries": 3,
-        "blocked": True,
+        "application": "jpki", "key": "auth", "label": "authentication PIN", "ef": "0018",
+        "present": True, "tries_left": 0, "max_tries": 3, "blocked": True,
     }  # fmt: skip
     assert status["sign"]["tries_left"] == 5
     assert "BLOCKED" in jpki(home, "pin", "status").stdout

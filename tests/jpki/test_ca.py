@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki.certificates import CertificateKind
+from jpki.cvc import KeyId
 from jpki.issuer import profile
 from jpki.issuer.ca import CAError, RevocationReason, TestCA
 from jpki.issuer.holder import Holder, Sex, with_check_digit
@@ -581,9 +582,10 @@ def test_files_and_modes(test_ca: TestCA) -> None:
         assert key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
         pem = (directory / f"{kind.value}-ca.pem").read_bytes()
         assert x509.load_pem_x509_certificate(pem) == test_ca.authority(kind).certificate
-    signer_path = directory / "card-info-signer.key"
-    assert stat.S_IMODE(signer_path.stat().st_mode) == 0o600
-    assert signer_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    for name in ("card-info-signer.key", "cvc-root.key", "cvc-issuer.key"):
+        path = directory / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert test_ca.card_info_signer.key_size == 2048
     assert not [path for path in directory.iterdir() if path.name.endswith(".tmp")]
 
@@ -637,6 +639,10 @@ def test_load_round_trip(
             loaded.authority(kind).private_key, test_ca.authority(kind).certificate
         )
     assert loaded.card_info_signer.private_numbers() == test_ca.card_info_signer.private_numbers()
+    # The CVCs are built from the keys: the same bytes from every load.
+    assert loaded.cvc_root().encode() == test_ca.cvc_root().encode()
+    assert loaded.cvc_issuer().encode() == test_ca.cvc_issuer().encode()
+    assert loaded.municipality_cvc("13113") == test_ca.municipality_cvc("13113")
     assert loaded.issued == test_ca.issued
     assert loaded.next_serial == test_ca.next_serial
     found = loaded.find_issued(signature_certificate.serial_number)
@@ -652,6 +658,79 @@ def test_load_round_trip(
 def test_create_refuses_to_overwrite(test_ca: TestCA) -> None:
     with pytest.raises(CAError, match="refusing to overwrite"):
         TestCA.create(test_ca.directory)
+
+
+# --- the card-verifiable certificates ---------------------------------------------------------
+
+
+def test_cvc_hierarchy(test_ca: TestCA) -> None:
+    root, issuer = test_ca.cvc_root(), test_ca.cvc_issuer()
+    assert (root.issuer, root.subject) == (KeyId("9000020", "001"), KeyId("9000020", "001"))
+    assert root.signed_by(root.public_key)
+    assert len(root.encode(bare=True)) == 563
+    assert (issuer.issuer, issuer.subject) == (root.subject, KeyId("9000023", "001"))
+    assert issuer.signed_by(root.public_key) and not issuer.signed_by(issuer.public_key)
+
+    municipality = test_ca.municipality_cvc("13113")
+    assert (municipality.issuer, municipality.subject) == (issuer.subject, KeyId("9131131", "000"))
+    assert municipality.signed_by(issuer.public_key)
+    assert not municipality.signed_by(root.public_key)
+    signer = test_ca.card_info_signer.public_key()
+    assert municipality.public_key.public_numbers() == signer.public_numbers()
+    assert len(municipality.encode()) == 568
+    assert test_ca.municipality_cvc("27100").subject == KeyId("9271001", "000")
+    with pytest.raises(ValueError, match="5 digits"):
+        test_ca.municipality_cvc("1311")
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[bytes, int, int, int]]:
+    """Each file's bytes, mode, inode and modification time."""
+    return {
+        path.name: (path.read_bytes(), path.stat().st_mode, path.stat().st_ino,
+                    path.stat().st_mtime_ns)
+        for path in directory.iterdir()
+    }  # fmt: skip
+
+
+CVC_KEYS = ("cvc-root.key", "cvc-issuer.key")
+
+
+def _copy_made_before_cvc_keys(directory: Path) -> None:
+    """A copy of the fixture CA as a CA made before the CVC keys existed: without them."""
+    shutil.copytree(CA_DIR, directory, ignore=shutil.ignore_patterns(*CVC_KEYS))
+
+
+def test_an_older_ca_gets_its_cvc_keys_on_first_use(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    _copy_made_before_cvc_keys(directory)
+    assert not any((directory / name).exists() for name in CVC_KEYS)
+    before = _snapshot(directory)
+    first, second = TestCA.load(directory), TestCA.load(directory)  # two processes
+    assert _snapshot(directory) == before  # loading writes nothing
+
+    root = first.cvc_root()
+    after = _snapshot(directory)
+    for name in CVC_KEYS:
+        assert stat.S_IMODE(after.pop(name)[1]) == 0o600
+    after.pop("ca.json.lock", None)  # the CA's lock, taken to make them
+    assert after == before
+    assert not [path for path in directory.iterdir() if path.name.endswith(".tmp")]
+
+    # The other process finds them under the lock instead of making its own.
+    assert second.cvc_root() == root
+    assert second.cvc_issuer() == first.cvc_issuer()
+    assert TestCA.load(directory).municipality_cvc("13113") == first.municipality_cvc("13113")
+
+
+def test_a_missing_cvc_issuer_key_is_made_beside_the_root_key(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    shutil.copytree(CA_DIR, directory)
+    root = TestCA.load(directory).cvc_root()
+    (directory / "cvc-issuer.key").unlink()  # as if a first use was cut short
+    loaded = TestCA.load(directory)
+    assert loaded.cvc_root() == root
+    assert loaded.cvc_issuer().signed_by(root.public_key)
+    assert (directory / "cvc-issuer.key").exists()
 
 
 def _write_state(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -704,6 +783,10 @@ def _garbage_card_info_signer(directory: Path) -> None:
     (directory / "card-info-signer.key").write_bytes(b"not a key")
 
 
+def _garbage_cvc_issuer_key(directory: Path) -> None:
+    (directory / "cvc-issuer.key").write_bytes(b"not a key")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -717,6 +800,7 @@ def _garbage_card_info_signer(directory: Path) -> None:
         (_missing_certificate, r"cannot read .*authentication-ca\.pem"),
         (_missing_card_info_signer, r"card-info-signer\.key is missing"),
         (_garbage_card_info_signer, r"card-info-signer\.key is not an unencrypted PEM"),
+        (_garbage_cvc_issuer_key, r"cvc-issuer\.key is not an unencrypted PEM"),
     ],
 )
 def test_load_reports_damage_in_one_line(

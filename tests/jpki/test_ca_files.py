@@ -34,10 +34,18 @@ EXIT_CA = 4
 SUBJECT_KEY_ID_OID = bytes.fromhex("0603551d0e")  # 2.5.29.14, DER-encoded
 OCTET_STRING_TAG = 0x04
 NULL_TAG = 0x05
-FIXTURE_SERIAL = 0x2AAA78C6  # the signature certificate of the fixture card taro
 HOLDER = Holder(
     "権限　確認", datetime.date(1990, 1, 1), Sex.MALE, "東京都渋谷区１番", "123456789018"
 )
+
+
+def _taro_certificate(fid: str) -> x509.Certificate:
+    jpki_ap = json.loads((CARDS / "taro.json").read_text(encoding="utf-8"))["applications"]["jpki"]
+    return x509.load_der_x509_certificate(base64.b64decode(jpki_ap["files"][fid]))
+
+
+# The signature certificate of the fixture card taro: recorded in the fixture CA, not revoked.
+FIXTURE_SERIAL = _taro_certificate("0001").serial_number
 
 
 def run_jpki(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,9 +103,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def fixture_valid_at() -> datetime.datetime:
     """A day after the fixture card taro was issued: it and the fixture CA are valid then."""
-    jpki_ap = json.loads((CARDS / "taro.json").read_text(encoding="utf-8"))["applications"]["jpki"]
-    der = base64.b64decode(jpki_ap["files"]["0001"])
-    return x509.load_der_x509_certificate(der).not_valid_before_utc + datetime.timedelta(days=1)
+    return _taro_certificate("0001").not_valid_before_utc + datetime.timedelta(days=1)
 
 
 def verify(home: Path, signed: tuple[Path, Path], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -154,6 +160,16 @@ def _drop(field: str) -> Callable[[dict[str, Any]], None]:
     return lambda state: state.pop(field)
 
 
+def _next_serial(value: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], None]:
+    """next_serial set to a value made from the fixture's own state (its serials change when
+    the fixture is regenerated)."""
+    return lambda state: state.update(next_serial=value(state))
+
+
+def _serial_issued_twice(state: dict[str, Any]) -> None:
+    state["issued"][1]["serial"] = state["issued"][0]["serial"]
+
+
 def _replaced(old: str, new: str) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
         text = path.read_text(encoding="utf-8")
@@ -174,13 +190,15 @@ def _replaced(old: str, new: str) -> Callable[[Path], None]:
         (_changed(lambda state: state.update(version="1")), "version"),
         (_changed(lambda state: state.update(version=True)), "version"),
         (_changed(lambda state: state.update(production_dn="false")), "production_dn"),
-        (_changed(lambda state: state.update(next_serial=716863692)), "next_serial"),
-        (_changed(lambda state: state.update(next_serial="2AAA78CC")), "next_serial"),
+        # the right value as a JSON number, then in upper case: hex text in lower case only
+        (_changed(_next_serial(lambda state: int(state["next_serial"], 16))), "next_serial"),
+        (_changed(_next_serial(lambda state: state["next_serial"].upper())), "next_serial"),
         (_changed(lambda state: state.update(next_serial="80000001")), "next_serial"),
-        (_changed(lambda state: state.update(next_serial="2aaa78c8")), "issued[3].serial"),
+        # issued[3] (and those after it) no longer below next_serial
+        (_changed(_next_serial(lambda state: state["issued"][3]["serial"])), "issued[3].serial"),
         (_changed(lambda state: state.update(issued={})), "issued"),
         (_changed(lambda state: state.update(ocsp_url="file:///etc/passwd")), "ocsp_url"),
-        (_changed(_entry(serial="2aaa78c5")), "issued[1].serial"),
+        (_changed(_serial_issued_twice), "issued[1].serial"),
         (_changed(_entry(kind="encryption")), "issued[1].kind"),
         (_changed(_entry(label=7)), "issued[1].label"),
         (_changed(_entry(subject="")), "issued[1].subject"),
@@ -268,7 +286,8 @@ def test_ca_modes_do_not_depend_on_the_umask(tmp_path: Path, mask: int) -> None:
 
     assert mode(home) == 0o700 and mode(home / "ca") == 0o700
     assert mode(home / "ca" / STATE_FILE) == 0o600  # it names the holders
-    for name in ("signature-ca.key", "authentication-ca.key", "card-info-signer.key"):
+    for name in ("signature-ca.key", "authentication-ca.key", "card-info-signer.key",
+                 "cvc-root.key", "cvc-issuer.key"):  # fmt: skip
         assert mode(home / "ca" / name) == 0o600
     for name in ("signature-ca.pem", "authentication-ca.pem"):
         assert mode(home / "ca" / name) == 0o644

@@ -250,6 +250,7 @@ def test_threads_of_one_process_share_a_ca(migrated: Path) -> None:
 def test_a_batch_is_recorded_whole_or_not_at_all(migrated: Path) -> None:
     test_ca = TestCA.load(migrated)
     first = test_ca.next_serial
+    revoked_before = test_ca.revoked(CertificateKind.AUTHENTICATION)  # the fixture has some
     with pytest.raises(RuntimeError), test_ca.batch():
         test_ca.issue_authentication_certificate(HOLDER, public_key())
         test_ca.revoke(AUTH_CERT.serial_number, RevocationReason.SUPERSEDED)
@@ -257,7 +258,7 @@ def test_a_batch_is_recorded_whole_or_not_at_all(migrated: Path) -> None:
     reloaded = TestCA.load(migrated)
     assert reloaded.next_serial == first
     assert reloaded.find_issued(first) is None
-    assert not reloaded.revoked(CertificateKind.AUTHENTICATION)
+    assert reloaded.revoked(CertificateKind.AUTHENTICATION) == revoked_before
     with test_ca.batch():
         one = test_ca.issue_authentication_certificate(HOLDER, public_key())
         two = test_ca.issue_signature_certificate(HOLDER, public_key())
@@ -372,8 +373,17 @@ def test_a_version_1_ca_is_read_as_it_is_until_its_first_write(home: Path) -> No
     legacy = TestCA.load(directory)
     entries = legacy.issued
     assert entries and legacy.find_issued(AUTH_CERT.serial_number) is not None
-    assert not legacy.revoked(CertificateKind.SIGNATURE)
-    build_crl(legacy, CertificateKind.SIGNATURE)
+    # The revocations are those the version-1 ca.json records (the fixture CA has some).
+    recorded = json.loads(before[STATE_FILE])["issued"]
+    revoked_in_file = {
+        int(entry["serial"], 16)
+        for entry in recorded
+        if entry["kind"] == CertificateKind.SIGNATURE.value and "revocation" in entry
+    }
+    assert revoked_in_file
+    assert {entry.serial for entry in legacy.revoked(CertificateKind.SIGNATURE)} == revoked_in_file
+    listed = build_crl(legacy, CertificateKind.SIGNATURE)
+    assert {revoked.serial_number for revoked in listed} == revoked_in_file
     crl = run_jpki(home, "ca", "crl", "sign", "-o", str(home / "sign.crl"))
     assert crl.returncode == 0, crl.stderr
     assert files(directory) == before  # reading wrote nothing (no ca.sqlite either)

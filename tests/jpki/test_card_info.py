@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jpki.cvc import KeyId
 from jpki.issuer import card_info
 from jpki.issuer.holder import Holder, Sex, with_check_digit
 
@@ -183,40 +184,11 @@ def test_integrity_fails_after_changing_the_address(signer: rsa.RSAPrivateKey) -
     )
 
 
-# --- EF 0004 and 0005 ------------------------------------------------------------------------
+# --- EF 0005 (EF 0004 is the municipality's CVC: tests/jpki/test_ca.py) --------------------
 
 
-def test_card_verifiable_certificate(
-    signer: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
-) -> None:
-    issuer_id = card_info.key_identifier(signer.public_key())
-    subject_id = card_info.key_identifier(other_key.public_key())
-    certificate = card_info.card_verifiable_certificate(
-        other_key.public_key(), signer, issuer_id, subject_id
-    )
-
-    assert len(certificate) == 568
-    tag, start, end = tlv(certificate, 0)
-    assert certificate[:5] == bytes.fromhex("7F21820233")
-    assert (tag, end) == (bytes.fromhex("7F21"), 568)
-    (body_at, body_tag, body), (_at, signature_tag, signature) = children(certificate, start, end)
-    assert (body_tag, signature_tag) == (bytes.fromhex("5F4E"), bytes.fromhex("5F37"))
-    assert len(body) == 0x129 and len(signature) == 256
-    assert body[:16] == issuer_id and body[16:32] == subject_id
-    assert body[32:37] == bytes.fromhex("9003010001")
-    assert body[37:41] == bytes.fromhex("91820100")
-    assert int.from_bytes(body[41:], "big") == other_key.public_key().public_numbers().n
-
-    signed = certificate[body_at : body_at + 5 + len(body)]
-    signer.public_key().verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
-
-
-def test_key_identifier_is_16_bytes(signer: rsa.RSAPrivateKey) -> None:
-    assert len(card_info.key_identifier(signer.public_key())) == 16
-
-
-def test_basic_info(signer: rsa.RSAPrivateKey) -> None:
-    key_id = card_info.key_identifier(signer.public_key())
+def test_basic_info() -> None:
+    key_id = KeyId("9131131", "000").encode()
     info = card_info.basic_info(key_id)
 
     assert len(info) == 256
@@ -244,11 +216,21 @@ def test_basic_info(signer: rsa.RSAPrivateKey) -> None:
         (datetime.date(1989, 1, 8), None, "010108"),  # Heisei 1
         (datetime.date(2019, 5, 1), None, "010501"),  # Reiwa 1
         (SHOWA_55, 0, "800217"),  # unknown era: Gregorian YY
+        (datetime.date(2005, 3, 9), 0, "050309"),
+        (datetime.date(2024, 12, 31), None, "061231"),  # Reiwa 6
     ],
 )
-def test_collation_number_b(birth: datetime.date, era: int | None, expected: str) -> None:
+def test_birth_date_key_and_collation_number_b(
+    birth: datetime.date, era: int | None, expected: str
+) -> None:
     holder = make_holder(birth_date=birth, birth_era=era)
+    assert card_info.birth_date_key(holder) == expected
     assert card_info.collation_number_b(holder, 2034, "0123") == f"{expected}20340123"
+
+
+def test_birth_date_key_refuses_a_date_outside_the_era() -> None:
+    with pytest.raises(ValueError, match="does not fall in era"):
+        card_info.birth_date_key(make_holder(birth_date=SHOWA_55, birth_era=5))
 
 
 def test_collation_number_b_refuses_bad_security_code() -> None:

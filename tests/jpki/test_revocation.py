@@ -35,7 +35,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.certificates import CertificateKind
 from jpki.issuer import profile
-from jpki.issuer.ca import DATABASE_FILE, STATE_FILE, CAError, RevocationReason, TestCA
+from jpki.issuer.ca import (
+    DATABASE_FILE,
+    STATE_FILE,
+    CAError,
+    IssuedCertificate,
+    RevocationReason,
+    TestCA,
+)
 from jpki.issuer.holder import Holder, Sex
 from jpki.issuer.revocation import build_crl, build_ocsp_response
 from jpki.issuer.server import CAServer, make_server
@@ -131,7 +138,15 @@ def revocation_columns(ca_dir: Path) -> dict[int, tuple[str | None, str | None]]
     return {serial: (time, reason) for serial, time, reason in rows}
 
 
+def by_serial(entries: tuple[IssuedCertificate, ...]) -> tuple[IssuedCertificate, ...]:
+    """In issuance order, as TestCA.revoked lists them."""
+    return tuple(sorted(entries, key=lambda entry: entry.serial))
+
+
 def test_revoke_is_recorded_durably_in_the_ca_record(ca: TestCA, ca_dir: Path) -> None:
+    # The fixture CA has revoked certificates of its own (the `revoked` sample card's).
+    auth_before = ca.revoked(CertificateKind.AUTHENTICATION)
+    sign_before = ca.revoked(CertificateKind.SIGNATURE)
     entry = ca.revoke(
         AUTH_CERT.serial_number, RevocationReason.AFFILIATION_CHANGED, when=REVOKED_AT
     )
@@ -139,20 +154,28 @@ def test_revoke_is_recorded_durably_in_the_ca_record(ca: TestCA, ca_dir: Path) -
     assert entry.revocation is not None
     assert entry.revocation.reason is RevocationReason.AFFILIATION_CHANGED
     assert entry.revocation.time == REVOKED_AT.replace(microsecond=0)
-    assert ca.revoked(CertificateKind.AUTHENTICATION) == (entry,)
-    assert ca.revoked(CertificateKind.SIGNATURE) == ()
+    assert ca.revoked(CertificateKind.AUTHENTICATION) == by_serial((*auth_before, entry))
+    assert ca.revoked(CertificateKind.SIGNATURE) == sign_before
     reloaded = TestCA.load(ca_dir)
-    assert reloaded.revoked(CertificateKind.AUTHENTICATION) == (entry,)
+    assert reloaded.revoked(CertificateKind.AUTHENTICATION) == by_serial((*auth_before, entry))
+    assert reloaded.revoked(CertificateKind.SIGNATURE) == sign_before
     records = revocation_columns(ca_dir)
     assert records[AUTH_CERT.serial_number] == ("2026-11-26T09:30:15+00:00", "affiliationChanged")
     assert records[SIGN_CERT.serial_number] == (None, None)
 
 
-def test_ca_json_without_revocations_still_loads() -> None:
-    # The committed fixture predates revocation.
-    assert "revocation" not in (CA_DIR / STATE_FILE).read_text(encoding="utf-8")
-    fixture_ca = TestCA.load(CA_DIR)
-    assert fixture_ca.issued
+def test_ca_json_without_revocations_still_loads(ca_dir: Path) -> None:
+    # A ca.json as written before revocation existed: the fixture's, without its revocations.
+    path = ca_dir / STATE_FILE
+    state = json.loads(path.read_text(encoding="utf-8"))
+    for entry in state["issued"]:
+        entry.pop("revocation", None)
+    path.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    assert "revocation" not in path.read_text(encoding="utf-8")
+    fixture_ca = TestCA.load(ca_dir)
+    assert [entry.serial for entry in fixture_ca.issued] == [
+        int(entry["serial"], 16) for entry in state["issued"]
+    ]
     assert not any(entry.revoked for entry in fixture_ca.issued)
 
 
@@ -223,8 +246,11 @@ def test_crl_is_signed_and_identifies_its_ca(ca: TestCA) -> None:
     ca_key_id = AUTH_CA.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert key_id.key_identifier == ca_key_id.digest
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > 0
-    # The signature CA's CRL does not carry the authentication CA's revocations.
-    assert len(build_crl(ca, CertificateKind.SIGNATURE)) == 0
+    # The signature CA's CRL carries its own revocations, none of the authentication CA's.
+    listed = {revoked.serial_number for revoked in build_crl(ca, CertificateKind.SIGNATURE)}
+    assert listed == {entry.serial for entry in ca.revoked(CertificateKind.SIGNATURE)}
+    assert AUTH_CERT.serial_number not in listed
+    assert listed.isdisjoint(entry.serial for entry in ca.revoked(CertificateKind.AUTHENTICATION))
 
 
 def test_a_good_certificate_is_not_revoked_pem_accepted(ca: TestCA) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -50,9 +52,17 @@ def test_the_signature_certificate_needs_the_password(
 
 
 def test_pin_status_for_every_pin_costs_nothing(session: JpkiSession) -> None:
-    for _ in range(2):
-        statuses = {pin: session.pin_status(pin) for pin in Pin}
-    assert {pin: s.tries_left for pin, s in statuses.items()} == {
+    def tries_left() -> dict[Pin, int]:
+        found = {}
+        for pin in Pin:
+            with contextlib.suppress(ApduError):  # an application the fixture card predates
+                found[pin] = session.pin_status(pin).tries_left
+        return found
+
+    first = tries_left()
+    assert tries_left() == first
+    assert {pin: first[pin] for pin in (Pin.AUTH, Pin.SIGN, Pin.CARD_INFO, Pin.CARD_INFO_A,
+                                        Pin.CARD_INFO_B)} == {
         Pin.AUTH: 3, Pin.SIGN: 5, Pin.CARD_INFO: 3, Pin.CARD_INFO_A: 10, Pin.CARD_INFO_B: 10,
     }  # fmt: skip
 

@@ -108,7 +108,8 @@ def test_the_cli_through_a_reader(served: ServedCard, tmp_path: Path) -> None:
     assert {"reader": SECOND_READER, "card": False} in listed
     status = jpki("--reader", "00 00", "pin", "status", "--json", home=home)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["sign"]["tries_left"] == 5
+    rows = {row["key"]: row for row in json.loads(status.stdout)}
+    assert rows["sign"]["tries_left"] == 5
     document = tmp_path / "doc.txt"
     document.write_text("signed through PC/SC\n")
     # No --reader and no card file in JPKI_HOME: the only reader holding a card.

@@ -1,0 +1,244 @@
+"""`jpki face …`: the card-face AP (券面事項確認AP): the printed face as the chip holds it.
+
+`jpki face read` reads it with a collation number (and the age record with the birth-date
+key); `jpki face check` (the relying party's checks of what was read) lives here too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from card_emulator.vocabulary.pins import Pin
+from cli.context import card_session, pin_value
+from cli.options import (
+    PIN_ENVIRONMENT_VARIABLE,
+    birth_date_key_option,
+    card_option,
+    collation_a_option,
+    collation_b_option,
+)
+from cli.output import force_option, write_output
+from jpki.attributes import SEX_LABELS
+from jpki.client.applications import CardFaceSession
+from jpki.client.errors import PinFormatError
+from jpki.client.session import check_pin_format
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIZE_AT = 16  # width and height, 4 bytes each, in the IHDR chunk that comes first
+JP2_SIGNATURE = bytes.fromhex("0000000C6A502020")
+JP2_HEADER_BOX = b"ihdr"  # then height and width, 4 bytes each
+CARD_DATE_FORMAT = "%Y%m%d"
+# `$JPKI_PIN` or a prompt stands for either collation number: its length says which.
+COLLATION_BY_LENGTH = {
+    len("123456789018"): Pin.FACE_A,
+    len("55021720352285"): Pin.FACE_B,
+}
+CREDENTIAL_NAMES = {Pin.FACE_A: "collation-a", Pin.FACE_B: "collation-b"}
+
+
+def face_credential(
+    collation_a: str | None, collation_b: str | None, birth_date_key: str | None
+) -> tuple[Pin, str] | None:
+    """Which collation number opens the face, and its value; None when only the age record
+    is wanted. Without an option, $JPKI_PIN (or a prompt) gives A (12 digits) or B (14)."""
+    if collation_a is not None and collation_b is not None:
+        raise click.UsageError("give --collation-a or --collation-b, not both")
+    if collation_a is not None:
+        return Pin.FACE_A, collation_a
+    if collation_b is not None:
+        return Pin.FACE_B, collation_b
+    if birth_date_key is not None:
+        return None
+    if not os.environ.get(PIN_ENVIRONMENT_VARIABLE) and not sys.stdin.isatty():
+        raise click.UsageError(
+            "no terminal to ask for a collation number: give --collation-a, --collation-b, "
+            f"--birth-date-key or ${PIN_ENVIRONMENT_VARIABLE}"
+        )
+    value = pin_value(None, "collation number A (12 digits) or B (14 digits)")
+    chosen = COLLATION_BY_LENGTH.get(len(value))
+    if chosen is None:
+        raise PinFormatError(
+            "the card face opens with collation number A (exactly 12 digits) "
+            "or B (exactly 14 digits)"
+        )
+    return chosen, value
+
+
+def image_summary(data: bytes) -> dict[str, Any]:
+    """Format, pixel size and bytes of a PNG or JPEG 2000 image, read from its header."""
+    summary: dict[str, Any] = {"format": "unknown", "bytes": len(data)}
+    if data.startswith(PNG_SIGNATURE) and len(data) >= PNG_SIZE_AT + 8:
+        summary["format"] = "png"
+        summary["width"] = int.from_bytes(data[PNG_SIZE_AT : PNG_SIZE_AT + 4], "big")
+        summary["height"] = int.from_bytes(data[PNG_SIZE_AT + 4 : PNG_SIZE_AT + 8], "big")
+    elif data.startswith(JP2_SIGNATURE):
+        summary["format"] = "jp2"
+        at = data.find(JP2_HEADER_BOX) + len(JP2_HEADER_BOX)
+        if at >= len(JP2_HEADER_BOX) and len(data) >= at + 8:
+            summary["height"] = int.from_bytes(data[at : at + 4], "big")
+            summary["width"] = int.from_bytes(data[at + 4 : at + 8], "big")
+    return summary
+
+
+def _shown(summary: dict[str, Any]) -> str:
+    kind = {"png": "PNG", "jp2": "JPEG 2000"}.get(summary["format"], "unknown format")
+    pixels = f" {summary['width']}×{summary['height']}" if "width" in summary else ""
+    return f"{kind}{pixels}, {summary['bytes']} bytes"
+
+
+def _iso(card_date: str) -> str:
+    return datetime.datetime.strptime(card_date, CARD_DATE_FORMAT).date().isoformat()
+
+
+def photo_png(jp2: bytes) -> bytes | None:
+    """The JPEG 2000 photo as a PNG (Pillow, loaded only here), or None if it cannot be."""
+    try:
+        from PIL import Image
+    except ImportError:
+        click.echo("jpki: warning: photo.png not written: Pillow is not installed", err=True)
+        return None
+    try:
+        with Image.open(io.BytesIO(jp2)) as image:
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return out.getvalue()
+    except OSError as error:  # no JPEG 2000 decoder, or a photo it cannot read
+        click.echo(f"jpki: warning: photo.png not written: {error}", err=True)
+        return None
+
+
+def planned_files(out_dir: Path, chosen: Pin) -> list[Path]:
+    names = ["name.png", "address.png", "photo.jp2", "photo.png", "security-code.png"]
+    if chosen is Pin.FACE_A:
+        names.append("my-number.png")
+    return [out_dir / name for name in names]
+
+
+@click.group()
+def face() -> None:
+    """The card face as the chip holds it (券面事項確認AP)."""
+
+
+@face.command(epilog="Example: jpki face read --collation-b 55021720364189 --out-dir face/ --json")
+@card_option
+@collation_a_option
+@collation_b_option
+@birth_date_key_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the images here: name.png, address.png, photo.jp2, photo.png, "
+    "security-code.png, and with collation number A my-number.png.",
+)
+@force_option
+def read(
+    card_file: Path | None,
+    collation_a: str | None,
+    collation_b: str | None,
+    birth_date_key: str | None,
+    as_json: bool,
+    out_dir: Path | None,
+    force: bool,
+) -> None:
+    """Read the card face: birth date, sex, card expiry and the images (name, address, photo,
+    security code; with collation number A also the my number). Collation number A is the
+    my number, B is era YYMMDD + card expiry year + security code; without either option
+    $JPKI_PIN (or a prompt) is taken as A or B by its length. --birth-date-key reads the
+    age record. Signatures are not checked here."""
+    credential = face_credential(collation_a, collation_b, birth_date_key)
+    if credential is not None:
+        check_pin_format(*credential)
+    if birth_date_key is not None:
+        check_pin_format(Pin.BIRTH_DATE, birth_date_key)
+    files: list[Path] = []
+    if out_dir is not None:
+        if credential is None:
+            raise click.UsageError("--out-dir needs --collation-a or --collation-b")
+        files = planned_files(out_dir, credential[0])
+        existing = [path.name for path in files if path.exists()]
+        if existing and not force:
+            raise click.BadParameter(
+                f"{out_dir} already holds {', '.join(existing)}; give --force to overwrite",
+                param_hint="--out-dir",
+            )
+
+    summary: dict[str, Any] = {}
+    images: dict[str, bytes] = {}
+    with card_session(card_file) as session:
+        card_face = CardFaceSession(session.protocol)
+        if credential is not None:
+            chosen, value = credential
+            card_face.verify_pin(chosen, value)
+            found = card_face.face()
+            images = {
+                "name.png": found.name_png,
+                "address.png": found.address_png,
+                "photo.jp2": found.photo_jp2,
+                "security-code.png": found.security_code_png,
+            }
+            summary.update(
+                credential=CREDENTIAL_NAMES[chosen],
+                birth_date=_iso(found.birth_date),
+                sex=found.sex,
+                sex_label=SEX_LABELS.get(found.sex, "unknown"),
+                card_expiry=_iso(found.expiry),
+            )
+            if chosen is Pin.FACE_A:
+                images["my-number.png"] = card_face.my_number_image().png
+        if birth_date_key is not None:
+            card_face.verify_pin(Pin.BIRTH_DATE, birth_date_key)
+            summary["age_record"] = {"birth_date": _iso(card_face.age().birth_date)}
+    if images:
+        summary["images"] = {
+            name.split(".")[0].replace("-", "_"): image_summary(data)
+            for name, data in images.items()
+        }
+
+    if out_dir is not None:
+        photo = photo_png(images["photo.jp2"])
+        if photo is not None:
+            images["photo.png"] = photo
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for path in files:
+            if path.name in images:
+                write_output(path, images[path.name])
+                written.append(str(path))
+        summary["files"] = written
+
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    labels = {
+        "name": "name image",
+        "address": "address image",
+        "photo": "photo",
+        "security_code": "security code",
+        "my_number": "my-number image",
+    }
+    if "birth_date" in summary:
+        click.echo(f"{'birth date':<16} {summary['birth_date']}")
+        click.echo(f"{'sex':<16} {summary['sex_label']} ({summary['sex']})")
+        click.echo(f"{'card expiry':<16} {summary['card_expiry']}")
+    for key, image in summary.get("images", {}).items():
+        click.echo(f"{labels[key]:<16} {_shown(image)}")
+    if "age_record" in summary:
+        click.echo(f"{'age record':<16} birth date {summary['age_record']['birth_date']}")
+    for path in summary.get("files", []):
+        click.echo(f"{'wrote':<16} {path}")
+
+
+# `jpki face check` (the relying party's checks of the records read above) goes below.
