@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from card_emulator.state.image import CardSettings  # noqa: E402
 from tests.card_emulator.test_fuzz import run_fuzz  # noqa: E402
 
 
 def fuzz_apdus(args: argparse.Namespace) -> None:
-    settings: dict[str, bool | bytes] = {}
-    for item in args.setting:  # booleans as true/false, byte strings (atr, select_fci) as hex
+    settings: dict[str, object] = {}
+    for item in args.setting:  # true/false, numbers, hex for atr and select_fci, words
         name, _, value = item.partition("=")
-        lowered = value.lower()
-        settings[name] = lowered == "true" if lowered in ("true", "false") else bytes.fromhex(value)
+        settings[name] = CardSettings.value_of(name, value)
     budget = args.signatures if args.signatures is not None else max(25, args.apdus // 400)
     stats = run_fuzz(args.seed, args.apdus, args.card, settings, budget)
     print(
@@ -74,7 +74,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="card setting for --apdus: true/false, or hex for atr and select_fci",
+        help="card setting for --apdus, as `jpki card settings` takes it (collation_b_tries=3)",
     )
     parser.add_argument(
         "--signatures",

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/issuing.py [--quick] [--profile]
 
 | figure                                       | baseline                               | goal   |
-| (a) `jpki card create`, in process           | two RSA-2048 key generations           | ≤ 1.3× |
+| (a) `jpki card create`, in process           | four RSA-2048 key generations (the     | ≤ 1.3× |
+|                                              | card's four private keys)              |        |
 | (b) loading the CA and issuing a card's two  | the same on a CA that has issued few   | ≤ 1.1× |
 |     certificates, with 20,000 already issued |                                        |        |
 | (c) OCSP requests/s of `jpki ca serve`       | a stdlib ThreadingHTTPServer answering | ≥ 0.7× |
@@ -149,8 +150,11 @@ def card_creator(home: Path) -> Callable[[], object]:
     return create
 
 
-def two_key_generations() -> None:
-    for _ in range(2):
+CARD_KEYS = 4  # authentication, signature, card-face card key, common AP key
+
+
+def card_key_generations() -> None:
+    for _ in range(CARD_KEYS):
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -160,9 +164,9 @@ def card_create(work: Path, rounds: int) -> Row:
     os.environ["JPKI_HOME"] = str(home)
     create = card_creator(home)
     create()  # imports and first-use costs out of the samples
-    created, generated = in_turn([create, two_key_generations], rounds)
+    created, generated = in_turn([create, card_key_generations], rounds)
     figure, baseline = statistics.median(created), statistics.median(generated)
-    return Row("(a) jpki card create, in process", figure, "2 × RSA-2048 key generation",
+    return Row("(a) jpki card create, in process", figure, f"{CARD_KEYS} × RSA-2048 key generation",
                baseline, "ms", "≤ 1.3×", figure / baseline <= 1.3)  # fmt: skip
 
 

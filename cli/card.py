@@ -20,6 +20,7 @@ from cli.context import ask_secret
 from cli.options import card_file_option, card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
+from jpki.issuer.card_contents import DEFAULT_TOKEN_LABEL, TOKEN_LABELS
 from jpki.issuer.holder import Holder, Sex, with_check_digit
 from jpki.issuer.provision import (
     ATTRIBUTES_HEADERS,
@@ -75,7 +76,7 @@ def card() -> None:
 HOLDER_OPTIONS = (
     "name", "birth_date", "sex", "address", "my_number", "prefecture", "municipality",
     "municipality_code", "birth_era", "auth_pin", "sign_pin", "card_info_pin", "juki_pin",
-    "common_pin", "security_code", "attributes_header",
+    "common_pin", "security_code", "attributes_header", "token_label",
 )  # fmt: skip
 
 
@@ -86,8 +87,9 @@ def _four_digits(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @card.command(
-    epilog="Examples: jpki card create --auth-pin 1234 --sign-pin ABC123 --security-code 2285\n"
-    "          jpki card create --sample auth-locked --card locked.json   (see jpki card samples)"
+    epilog="\b\nExamples:\n"
+    "  jpki card create --auth-pin 1234 --sign-pin ABC123 --security-code 2285\n"
+    "  jpki card create --sample auth-locked --card locked.json   (see jpki card samples)"
 )
 @card_option
 @click.option("--sample", help="Issue a named sample card (見本カード): `jpki card samples`.")
@@ -129,6 +131,8 @@ def _four_digits(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_default=True,
     help="Card-info EF 0002 header: FF 20 LL, or FF 20 82 00 LL (cards from about 2023).",
 )
+@click.option("--token-label", type=click.Choice(TOKEN_LABELS), default=DEFAULT_TOKEN_LABEL,
+              show_default=True, help="JPKI EF 0006 label: the card, or a phone's.")  # fmt: skip
 @click.option("--forged", type=click.Choice(FORGERIES),
               help="A chip that `jpki face check` refuses (forgery tests).")  # fmt: skip
 @click.option("--atr", "settings", callback=_settings,
@@ -159,6 +163,7 @@ def create(
     common_pin: str | None,
     security_code: str | None,
     attributes_header: str,
+    token_label: str,
     forged: str | None,
     settings: CardSettings,
     production_dn: bool,
@@ -197,6 +202,7 @@ def create(
         common_pin=common_pin,
         security_code=security_code,
         attributes_header=attributes_header,
+        token_label=token_label,
         forged=forged,
     )
     FileStore.create(path, image)
@@ -241,13 +247,13 @@ def samples(as_json: bool) -> None:
     from jpki.issuer.samples import SAMPLES
 
     if as_json:
-        today = datetime.date.today()
+        today = datetime.datetime.now(datetime.UTC).date()  # as `card create --sample` issues
         listed = [
             {
                 "name": sample.name,
                 "description": sample.description,
                 "holder": sample.holder(today).to_json(),
-                **sample.state(),
+                **sample.state(today),
             }
             for sample in SAMPLES
         ]
@@ -326,8 +332,12 @@ def _setting(change: str) -> tuple[str, object]:
     name, separator, text = change.partition("=")
     if not separator:
         raise click.BadParameter(f"{change!r}: write NAME=VALUE", param_hint="SETTINGS")
-    value = {"true": True, "false": False}.get(text.lower(), text)
-    return name.strip(), value
+    name = name.strip()
+    try:
+        value = CardSettings.value_of(name, text)
+    except ValueError as error:
+        raise click.BadParameter(f"{change!r}: {error}", param_hint="SETTINGS") from None
+    return name, value
 
 
 @card.command(epilog="Example: jpki card settings warm_reset_keeps_security_state=false")
@@ -340,11 +350,10 @@ def settings(card_file: Path | None, changes: tuple[str, ...]) -> None:
     try:
         if updates:
             try:
-                store.image.settings = CardSettings.from_json(
-                    {**store.image.settings.to_json(), **updates}
-                )
-            except CardImageError as error:
+                changed = dataclasses.replace(store.image.settings, **updates).checked()
+            except ValueError as error:
                 raise click.BadParameter(str(error), param_hint="SETTINGS") from None
+            store.image.change_settings(changed)
             store.commit()
         shown = store.image.settings.to_json()
     finally:

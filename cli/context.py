@@ -83,6 +83,20 @@ def pin_value(given: str | None, label: str) -> str:
     return ask_secret(label)
 
 
+def trusted_ca_directory() -> Path:
+    """$JPKI_HOME/ca, whose anchors are trusted by default; refused (a test CA error, exit 4)
+    when others could replace them (a group- or world-writable directory)."""
+    from jpki.issuer.ca import CAError
+
+    directory = ca_directory()
+    if directory.is_dir() and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CAError(
+            f"{directory} is group- or world-writable: anyone could put their own anchors among "
+            f"the trusted ones (chmod go-w {directory})"
+        )
+    return directory
+
+
 def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
     """Pinned CA certificates: the --ca-cert files, else the test CA in $JPKI_HOME/ca.
 
@@ -96,12 +110,7 @@ def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
     try:
         if ca_certificates:
             return TrustStore.from_files(ca_certificates)
-        directory = ca_directory()
-        if directory.is_dir() and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise CAError(
-                f"{directory} is group- or world-writable: anyone could put their own CA among "
-                f"the trusted ones (chmod go-w {directory})"
-            )
+        directory = trusted_ca_directory()
         pinned = sorted(directory.glob("*-ca.pem"))
         if not pinned:
             raise click.UsageError(

@@ -17,6 +17,7 @@ from card_emulator.transports.memory import VirtualCard
 from card_emulator.vocabulary.apdu import CommandApdu, ResponseApdu, redacted_hex
 from card_emulator.vocabulary.identifiers import AID
 from card_emulator.vocabulary.sw import describe
+from jpki.card_face import parse_face
 from jpki.cms import digest_info_sha256
 from jpki.issuer.ca import TestCA
 from jpki.issuer.holder import Holder, Sex
@@ -76,4 +77,27 @@ def run_demo(echo: Callable[[str], None]) -> bool:
         echo("The card's signature does NOT verify against its certificate.")
         return False
     echo("The card's signature verifies against the authentication certificate.")
+
+    send("SELECT the card-face AP", CommandApdu(0x00, 0xA4, 0x04, 0x0C, AID.CARD_FACE_CONFIRMATION))
+    send("VERIFY collation number A (the my number)", CommandApdu(0x00, 0x20, 0x00, 0x93,
+                                                        holder.my_number.encode()))  # fmt: skip
+    send("SELECT EF 0002 (the card face)", CommandApdu(0x00, 0xA4, 0x02, 0x0C, b"\x00\x02"))
+    face = parse_face(send("READ BINARY, whole EF", CommandApdu(0, 0xB0, 0, 0, le=65536)).data)
+    challenge = send("GET CHALLENGE", CommandApdu(0x00, 0x84, 0x00, 0x00, le=16)).data
+    challenge_info = digest_info_sha256(hashlib.sha256(challenge).digest())
+    answer = send("sign it with the card key", CommandApdu(0x80, 0x2A, 0x00, 0x00, challenge_info,
+                                                           le=256)).data  # fmt: skip
+    try:
+        face.card_key.verify(answer, challenge, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        echo("The chip's challenge signature does NOT verify with the key in its face record.")
+        return False
+    echo(
+        f"Card face: born {_iso(face.birth_date)}, card valid until {_iso(face.expiry)}, photo "
+        f"{len(face.photo_jp2)} bytes (JPEG 2000); the chip holds the key of its face record."
+    )
     return True
+
+
+def _iso(yyyymmdd: str) -> str:
+    return f"{yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:]}"

@@ -16,8 +16,10 @@ from typing import Any
 
 import click
 
+from card_emulator.vocabulary.identifiers import CardData
 from card_emulator.vocabulary.pins import Pin
-from cli.context import card_session, pin_value
+from cli.context import card_session, pin_value, trusted_ca_directory
+from cli.exits import Exit
 from cli.options import (
     PIN_ENVIRONMENT_VARIABLE,
     birth_date_key_option,
@@ -27,9 +29,11 @@ from cli.options import (
 )
 from cli.output import force_option, write_output
 from jpki.attributes import SEX_LABELS
-from jpki.client.applications import CardFaceSession
+from jpki.client.applications import CHALLENGE_LENGTH, CardFaceSession, CardLevelSession
 from jpki.client.errors import PinFormatError
 from jpki.client.session import check_pin_format
+from jpki.cvc import CardVerifiableCertificate, CvcError
+from jpki.relying_party.card_face import check_card_face
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_SIZE_AT = 16  # width and height, 4 bytes each, in the IHDR chunk that comes first
@@ -241,4 +245,128 @@ def _print_summary(summary: dict[str, Any]) -> None:
         click.echo(f"{'wrote':<16} {path}")
 
 
-# `jpki face check` (the relying party's checks of the records read above) goes below.
+# `jpki face check`: the relying party's checks of the records read above.
+
+
+CHECK_STEPS = (
+    ("chain", "chain"),  # (1) MF 7F21 and EF 0004 chain to the pinned CVC root
+    ("face_signature", "face signature"),  # (2) EF 0002 signed by the key EF 0004 certifies
+    ("chip", "chip"),  # (3) the chip signs with the card key in EF 0002
+)
+
+
+def pinned_cvc_root(cvc_root: Path | None) -> CardVerifiableCertificate:
+    """The CVC root to check chains against: the --cvc-root file (as `jpki ca cvc-root` writes
+    it), else the test CA's in $JPKI_HOME/ca; never one read off the card. A damaged or
+    replaceable anchor is a test CA error (exit 4), naming the file."""
+    # Here: `jpki face read` never loads the issuer.
+    from jpki.issuer.ca import CAError, TestCA
+
+    if cvc_root is not None:
+        try:
+            return CardVerifiableCertificate.parse(cvc_root.read_bytes())
+        except CvcError as error:
+            raise CAError(f"{cvc_root}: {error}") from None
+    directory = trusted_ca_directory()
+    if not directory.is_dir():
+        raise click.UsageError(f"no CVC root to trust: give --cvc-root, or create {directory}")
+    return TestCA.load(directory).cvc_root()
+
+
+def check_credential(collation_a: str | None, collation_b: str | None) -> tuple[Pin, str]:
+    """The collation number that opens EF 0002, checked for its shape (before the card sees
+    it): an option, else $JPKI_PIN (or a prompt) taken as A or B by its length."""
+    if (
+        collation_a is None
+        and collation_b is None
+        and not os.environ.get(PIN_ENVIRONMENT_VARIABLE)
+        and not sys.stdin.isatty()
+    ):
+        raise click.UsageError(
+            "no terminal to ask for a collation number: give --collation-a, --collation-b "
+            f"or ${PIN_ENVIRONMENT_VARIABLE}"
+        )
+    credential = face_credential(collation_a, collation_b, None)
+    assert credential is not None  # without --birth-date-key one is always chosen
+    check_pin_format(*credential)
+    return credential
+
+
+@face.command(
+    # \b keeps click from joining the two examples into one paragraph.
+    epilog="\b\nExamples: jpki face check --collation-b 55021720362285\n"
+    "          jpki ca cvc-root -o root.cvc && jpki face check --cvc-root root.cvc --json"
+)
+@card_option
+@click.option(
+    "--cvc-root",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pinned card-verifiable root (the bytes `jpki ca cvc-root` writes; "
+    "default: the test CA's in $JPKI_HOME/ca).",
+)
+@collation_a_option
+@collation_b_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def check(
+    card_file: Path | None,
+    cvc_root: Path | None,
+    collation_a: str | None,
+    collation_b: str | None,
+    as_json: bool,
+) -> None:
+    """Check that the chip is a genuine card face, as a terminal does in person: (1) the
+    card-verifiable certificates (MF 7F21, EF 0004) chain to the pinned root; (2) the face
+    record (EF 0002) is signed by the key EF 0004 certifies; (3) the chip signs a fresh
+    challenge with the card key inside that record (a copied chip fails here). Step (4) is
+    yours: compare the birth date and expiry shown with the printed card. The face opens with
+    collation number A or B (without either option, $JPKI_PIN or a prompt, taken by its
+    length). Exit 0 when genuine, 1 when not."""
+    credential = check_credential(collation_a, collation_b)
+    root = pinned_cvc_root(cvc_root)
+    with card_session(card_file) as session:
+        # GET DATA first: returning to the MF forgets what was verified in an application.
+        issuer_cvc = CardLevelSession(session.protocol).get_data(CardData.SECOND_CVC)
+        card_face = CardFaceSession(session.protocol)
+        ap_cvc = card_face.ap_certificate()
+        card_face.verify_pin(*credential)
+        face_ef = card_face.face_record()
+        challenge = card_face.get_challenge(CHALLENGE_LENGTH)
+        challenge_signature = card_face.sign_challenge(challenge)
+    result = check_card_face(
+        root=root,
+        issuer_cvc=issuer_cvc,
+        ap_cvc=ap_cvc,
+        face=face_ef,
+        challenge=challenge,
+        challenge_signature=challenge_signature,
+    )
+    printed = None
+    if result.face is not None:
+        printed = {
+            "birth_date": _iso(result.face.birth_date),
+            "sex": result.face.sex,
+            "card_expiry": _iso(result.face.expiry),
+        }
+    steps = dict(zip((key for key, _label in CHECK_STEPS), result.steps, strict=True))
+    if as_json:
+        report = {
+            "genuine": result.ok,
+            "credential": CREDENTIAL_NAMES[credential[0]],
+            "steps": {
+                key: {"passed": step.passed, "reason": step.reason} for key, step in steps.items()
+            },
+            "face": printed,
+        }
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        if printed is not None:
+            click.echo(
+                f"compare with the printed card: born {printed['birth_date']}, "
+                f"card expiry {printed['card_expiry']}"
+            )
+        for key, label in CHECK_STEPS:
+            step = steps[key]
+            click.echo(f"{label:<15} {'OK' if step.passed else 'FAILED':<7} {step.reason}")
+        click.echo(f"card face: {'genuine' if result.ok else 'NOT genuine'}")
+    if not result.ok:
+        sys.exit(Exit.FAILURE)

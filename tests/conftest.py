@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import os
@@ -98,10 +99,11 @@ def make_card() -> CardFactory:
 
     def make(name: str = "taro", **settings: object) -> VirtualCard:
         image = read_image(CARDS / f"{name}.json")
-        for key, value in settings.items():
+        for key in settings:
             if not hasattr(image.settings, key):
                 raise AttributeError(f"no card setting {key!r}")
-            setattr(image.settings, key, value)
+        # As `jpki card settings` changes them: retry limits move the counters with them.
+        image.change_settings(dataclasses.replace(image.settings, **settings).checked())
         card = VirtualCard.in_memory(image)
         card.power_off()
         card.power_on()  # settings such as the ATR apply from this power-up

@@ -123,4 +123,5 @@ class Application:
 
     @functools.cached_property
     def _by_short_id(self) -> dict[int, CardFile]:
-        return {short_id(file.fid): file for file in reversed(self.files)}
+        # Short id 0 names no file (P2 `80` is "the current EF"; FID 0000 is the AP's own key).
+        return {short_id(file.fid): file for file in reversed(self.files) if short_id(file.fid)}

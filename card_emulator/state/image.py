@@ -107,6 +107,27 @@ class CardSettings:
             )
         return self
 
+    @classmethod
+    def value_of(cls, name: str, text: str) -> object:
+        """A setting's value from how people write it (`true`, `3`, hex for bytes, a word);
+        ValueError for a name that is not a setting or text that is not such a value."""
+        default = {field.name: field.default for field in dataclasses.fields(cls)}.get(name)
+        if default is None:
+            raise ValueError(f"no card setting {name!r}")
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"{name} is true or false")
+            return text.lower() == "true"
+        try:
+            if isinstance(default, bytes):
+                return bytes.fromhex(text)
+            if isinstance(default, int):
+                return int(text)
+        except ValueError:
+            kind = "hex digits" if isinstance(default, bytes) else "a whole number"
+            raise ValueError(f"{name} is {kind}, not {text!r}") from None
+        return text
+
     def max_tries(self, rule: PinRule) -> int:
         """The retry limit of a PIN on this card: the rule's, or the setting that overrides it."""
         return rule.max_tries if rule.tries_setting is None else getattr(self, rule.tries_setting)
@@ -123,7 +144,7 @@ def _setting(value: Any, default: object, where: str) -> Any:
     if isinstance(default, bytes):
         return _hex(value, where)
     if isinstance(default, int):
-        return _integer(value, where, 0, MAX_TRIES_SETTING)
+        return _integer(value, where, 1, MAX_TRIES_SETTING)
     if not isinstance(value, str):
         raise CardImageError(f"{where} must be a string")
     return value
@@ -193,6 +214,20 @@ class CardImage:
         if contents is None:
             contents = self.applications[application] = ApplicationContents()
         return contents
+
+    def change_settings(self, settings: CardSettings) -> None:
+        """New settings; a PIN whose retry limit they change keeps its counter within it (one
+        at its old limit moves to the new one: an unused PIN stays unused)."""
+        for name, contents in self.applications.items():
+            profile = APPLICATIONS.by_name(name)
+            for fid, reference in contents.pins.items():
+                pin_file = profile.file(fid) if profile else None
+                if not isinstance(pin_file, PinFile):
+                    continue
+                old, new = self.settings.max_tries(pin_file.rule), settings.max_tries(pin_file.rule)
+                if reference.tries_left == old or reference.tries_left > new:
+                    reference.tries_left = new
+        self.settings = settings
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the checksum, in the order the file shows it."""

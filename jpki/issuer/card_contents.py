@@ -9,6 +9,8 @@ from card_emulator.vocabulary.pins import SIGNATURE_PASSWORD
 CERTIFICATE_PRESENT = 0x8F
 TOKEN_INFO_LENGTH = 160
 DEFAULT_TOKEN_LABEL = "JPKIAPICCTOKEN2"
+# The labels clients branch on: the card, an Android phone, an iPhone (spec §3, token info).
+TOKEN_LABELS = (DEFAULT_TOKEN_LABEL, "JPKIAPGPSETOKEN", "JPKIAPIOSTOKEN")
 UNLIMITED = 0xFFFFFFFF
 
 

@@ -47,7 +47,14 @@ from jpki.card_face import (
     OFFSET_SIZE,
     face_digest_info,
 )
-from jpki.cvc import KEY_BITS, CardVerifiableCertificate, CvcError, KeyId, encode_public_key
+from jpki.cvc import (
+    KEY_BITS,
+    CardVerifiableCertificate,
+    CvcError,
+    KeyId,
+    encode_public_key,
+    issue,
+)
 from jpki.issuer.card_info import SECURITY_CODE_PATTERN, birth_date_key, collation_number_b
 from jpki.issuer.card_level import MUNICIPALITY_CODE_PATTERN
 from jpki.issuer.holder import Holder
@@ -226,8 +233,8 @@ def card_face_files(
 
     `security_code` is the one `security_code_png` shows (4 digits; it ends collation number
     B, `card_face_keys`). `forged` makes a card a verifier must refuse: "face-signature", a DF28
-    that does not verify; "cvc", records signed by a fresh key that `signer_cvc` does not
-    certify.
+    that does not verify; "cvc", records signed by a forger's key, with an EF 0004 that names
+    that key and the genuine issuer but is signed by the forger (the chain does not verify).
     """
     if forged is not None and forged not in FORGERIES:
         raise ValueError(f"forged is one of {', '.join(FORGERIES)}, not {forged!r}")
@@ -237,7 +244,9 @@ def card_face_files(
     _require_rsa_2048(signer, "signer")
     _check_signer_cvc(signer_cvc, signer)
     if forged == FORGED_CVC:
+        genuine = CardVerifiableCertificate.parse(signer_cvc)
         signer = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        signer_cvc = issue(signer.public_key(), genuine.subject, signer, genuine.issuer).encode()
     return {
         CardFaceFile.AGE_RECORD: age_record(holder.birth_date, card_key, signer),
         CardFaceFile.FACE: face_record(

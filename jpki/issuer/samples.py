@@ -21,7 +21,11 @@ from card_emulator.vocabulary.keys import Certificate
 from card_emulator.vocabulary.pins import Pin
 from jpki.issuer.ca import RevocationReason, TestCA
 from jpki.issuer.holder import UNKNOWN_ERA, Holder, Sex, with_check_digit
-from jpki.issuer.provision import application_name, provision_card
+from jpki.issuer.provision import (
+    SIGNATURE_CERTIFICATE_MIN_AGE,
+    application_name,
+    provision_card,
+)
 
 AUTH_PIN = "1234"
 SIGN_PIN = "ABC123"
@@ -56,17 +60,22 @@ class Sample:
     certificates: str = CERTIFICATES_VALID
     attributes_header: str = "short"
 
-    def state(self) -> dict[str, object]:
-        """What is special about the card, as `jpki card samples --json` shows it."""
+    def state(self, issued: datetime.date) -> dict[str, object]:
+        """What is special about the card issued on `issued`, as `jpki card samples --json`
+        shows it: the PINs it has (none of them locked unless listed), its certificates."""
         return {
             "locked": [pin.key for pin in self.locked],
             "certificates": self.certificates,
             "attributes_header": self.attributes_header,
-            "pins": {pin.key: value for pin, value in self._all_pins().items()},
+            "pins": {pin.key: value for pin, value in self._all_pins(issued).items()},
         }
 
-    def _all_pins(self) -> dict[Pin, str]:
-        return {Pin.AUTH: AUTH_PIN, Pin.SIGN: SIGN_PIN, **self.pins}
+    def _all_pins(self, issued: datetime.date) -> dict[Pin, str]:
+        pins = {Pin.AUTH: AUTH_PIN, **self.pins}
+        adult = self.holder(issued).age_on(issued) >= SIGNATURE_CERTIFICATE_MIN_AGE
+        if adult and self.certificates != CERTIFICATES_NONE:
+            pins[Pin.SIGN] = SIGN_PIN
+        return pins
 
     def issue(
         self,
@@ -82,12 +91,12 @@ class Sample:
             issued = datetime.datetime.combine(
                 years_before(now.date(), EXPIRED_YEARS_AGO), now.timetz()
             )
-        pins = self._all_pins()
+        pins = self._all_pins(issued.date())
         image = provision_card(
             ca,
             self.holder(issued.date()),
             pins[Pin.AUTH],
-            pins[Pin.SIGN],
+            pins.get(Pin.SIGN),
             now=issued,
             card_info_pin=pins.get(Pin.CARD_INFO),
             juki_pin=pins.get(Pin.JUKI),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from card_emulator.errors import CardFileError, CardImageError
-from card_emulator.state.image import CardImage
+from card_emulator.state.image import CHECKSUM_VERSION, FORMAT_VERSION, CardImage, CardSettings
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.transports.memory import VirtualCard
 from tests.cli.test_card_commands import jpki
@@ -144,20 +144,51 @@ def test_a_refused_file_is_never_rewritten(card_file: Path) -> None:
     assert card_file.read_bytes() == damaged  # the keys are still there for a human to rescue
 
 
-def test_a_version_1_file_still_opens_and_is_rewritten_as_version_2(card_file: Path) -> None:
-    data = json.loads(card_file.read_text())
-    del data["checksum"]
-    data["version"] = 1
-    card_file.write_text(json.dumps(data))
+# What files written before format version 3 hold: four settings, and two applications.
+SETTINGS_BEFORE_VERSION_3 = (
+    "atr", "warm_reset_keeps_security_state", "wrong_length_pin_counts_as_attempt", "select_fci",
+)  # fmt: skip
+APPLICATIONS_BEFORE_VERSION_3 = ("jpki", "card-info")
+
+
+def older_file(version: int) -> bytes:
+    """The fixture card taro as an emulator that wrote `version` would have: version 1 has no
+    checksum; neither has the settings or applications that version 3 added."""
+    data = json.loads((CARDS / "taro.json").read_text())
+    data["version"] = version
+    data["settings"] = {
+        name: value for name, value in data["settings"].items() if name in SETTINGS_BEFORE_VERSION_3
+    }
+    data["applications"] = {
+        name: value
+        for name, value in data["applications"].items()
+        if name in APPLICATIONS_BEFORE_VERSION_3
+    }
+    if version < CHECKSUM_VERSION:
+        del data["checksum"]
+        return json.dumps(data).encode()
+    return resealed(data)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_still_opens_and_is_rewritten_in_the_current_version(
+    card_file: Path, version: int
+) -> None:
+    card_file.write_bytes(older_file(version))
     with VirtualCard.open(card_file) as card:
         card.transmit(SELECT_JPKI)
         assert card.transmit(WRONG_AUTH_PIN) == b"\x63\xc2"
-    assert tries(card_file) == 2  # a counter alone goes to the counters file
+    # A counter alone goes to the counters file: the image is not rewritten for it.
+    assert json.loads(card_file.read_text())["version"] == version
+    assert tries(card_file) == 2
     with VirtualCard.open(card_file) as card:
         card.transmit(SELECT_JPKI)
         assert card.transmit(RIGHT_AUTH_PIN) == b"\x90\x00"
         assert card.transmit(bytes.fromhex("002401980434333231")) == b"\x90\x00"
-    assert json.loads(card_file.read_text())["version"] == 2  # a PIN change rewrites the image
+    rewritten = card_file.read_bytes()  # a PIN change rewrites the image
+    assert json.loads(rewritten)["version"] == FORMAT_VERSION == 3
+    assert CardImage.loads(rewritten).dumps() == rewritten  # in canonical form
+    assert read_image(card_file).settings == CardSettings()  # the added settings' defaults
     assert tries(card_file) == 3
 
 
@@ -169,7 +200,7 @@ def test_settings_change_through_the_command(tmp_path: Path, card_file: Path) ->
     assert settings.warm_reset_keeps_security_state is False
     assert settings.select_fci == b"\x6f\x00"
     refused = jpki(tmp_path, "--card", str(card_file), "card", "settings", "warm_reset=false")
-    assert refused.returncode == 2 and "unknown field 'warm_reset'" in refused.stderr
+    assert refused.returncode == 2 and "no card setting 'warm_reset'" in refused.stderr
 
 
 # Links, creation, leftovers, modes ------------------------------------------------------

@@ -62,14 +62,6 @@ def load(path: Path) -> list[Scenario]:
     return scenarios
 
 
-def setting_value(current: object, text: str) -> object:
-    if isinstance(current, bool):
-        return text.lower() == "true"
-    if isinstance(current, bytes):
-        return bytes.fromhex(text)
-    return text
-
-
 ALL = [s for path in sorted(CASES.glob("*.txt")) for s in load(path)]
 
 
@@ -77,8 +69,7 @@ ALL = [s for path in sorted(CASES.glob("*.txt")) for s in load(path)]
 def test_exchange(scenario: Scenario, make_card: CardFactory) -> None:
     from card_emulator.state.image import CardSettings
 
-    defaults = CardSettings()
-    settings = {k: setting_value(getattr(defaults, k), v) for k, v in scenario.settings.items()}
+    settings = {k: CardSettings.value_of(k, v) for k, v in scenario.settings.items()}
     card = make_card(scenario.card, **settings)
     for command, pattern, line in scenario.steps:
         if command == "reset":

@@ -1,23 +1,35 @@
 """Seeded, structure-aware APDU fuzzing of the in-memory card, checked by a model after each APDU.
 
-A grammar makes valid commands (SELECT by AID/FID, READ BINARY by offset and by short EF id,
-VERIFY and CHANGE REFERENCE DATA with right, wrong and odd-length PINs, COMPUTE DIGITAL SIGNATURE
-with each P1, GET CHALLENGE, other instructions), short and extended, then often mutates the bytes
+A grammar makes valid commands for the five APs and the card level (SELECT by AID/FID, also of the
+GlobalPlatform ISD; READ BINARY by offset and by short EF id; READ RECORD; VERIFY, CHANGE
+REFERENCE DATA and CHANGE KEY with right, wrong and odd-length PINs; COMPUTE DIGITAL SIGNATURE
+with each P1 and the card-face AP's own key; INTERNAL AUTHENTICATE; GET CHALLENGE; GET DATA;
+SET SESSION KEY; other instructions), short and extended, then often mutates the bytes
 (truncation, length bytes that lie, bit flips, other CLA/P1/P2); warm resets, power cycles, APDUs
 to an unpowered card and the municipal office's unblock are interleaved. After every APDU:
 
 - the card did not raise (except `CardPoweredOff` when it has no power) nor log an error, and the
   response is a known status word (`63Cx` or one of `SW`), with data only under `9000`;
 - bytes the reference decoder below finds malformed get `6700` and change nothing; a CLA with a
-  channel, secure messaging or chaining never executes;
-- a retry counter changes only on a VERIFY with data: down by exactly one with `63Cx` (x the new
-  value), or back to its maximum with `9000` for the right value of that PIN; a blocked counter
-  stays 0; PIN values change only on `9000` to CHANGE REFERENCE DATA of a PIN verified since the
-  last power-off or AP switch, to a value its rule allows;
+  channel, secure messaging or chaining never executes; an instruction the card has is never
+  `6D00`, one it lacks always is;
+- a retry counter changes only on a VERIFY with data in its AP: down by exactly one with `63Cx`
+  (x the new value), or back to its maximum with `9000` for the right value of that PIN; a blocked
+  counter stays 0; PIN values change only on `9000` to the AP's own change command (CHANGE
+  REFERENCE DATA `00 24 01`, or CHANGE KEY `80 32 00` in 住基 and common) of a PIN verified since
+  the last power-off, AP switch or ISD SELECT, to a value its rule allows, and never for the
+  card-face keys, whose values are printed on the card (with `shared_collation_counters`, the card
+  face's collation numbers are the card-info AP's);
 - a signature (`9000` to COMPUTE DIGITAL SIGNATURE) verifies, for the P1 scheme and the data sent,
-  under one of the card's keys, whose PIN was verified since the last power-off or AP switch;
-- READ BINARY answers a slice, at the requested offset, of a file of the current AP that the
-  verified PINs open (the signature certificate only after the signature password, and so on);
+  under one of the card's keys: a JPKI key whose PIN was verified since the last power-off, AP
+  switch or ISD SELECT, or the card-face AP's own key with P1 00 in that AP; INTERNAL AUTHENTICATE
+  answers only with the common AP's key, in that AP, over SHA-256 of the challenge;
+- READ BINARY answers a slice, at the requested offset, of a transparent file of the current AP
+  that the verified PINs open (the signature certificate only after the signature password, the
+  my-number image only after collation number A, and so on); READ RECORD answers a record of a
+  record file of the current AP;
+- GET DATA answers only in the power-on state, with a card-level object whole; SET SESSION KEY is
+  refused as each AP refuses it (secure messaging is off);
 - no response contains 16 consecutive bytes of a private key (private exponent, primes, CRT values,
   their PKCS#8 DER or PEM) nor of a PIN's salt or hash.
 
@@ -44,9 +56,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from card_emulator.applications.model import Application, KeyFile
+from card_emulator.applications.model import AccessRule, Application, KeyFile, Never
 from card_emulator.engine import CardEngine, StatusError
 from card_emulator.errors import CardPoweredOff
+from card_emulator.signing import SignatureScheme, sign
 from card_emulator.state.image import CardImage
 from card_emulator.state.pin_reference import PinReference
 from card_emulator.state.store import read_image
@@ -58,27 +71,35 @@ CARDS = Path(__file__).resolve().parents[2] / "fixtures" / "cards"
 
 # What the spec (/work/shared/spec/jpki-card.md) says, written out here so the oracle does not
 # borrow the emulator's own tables.
-JPKI, CARD_INFO = "jpki", "card-info"
+JPKI, CARD_INFO, CARD_FACE, JUKI, COMMON = "jpki", "card-info", "card-face", "juki", "common"
+CARD_LEVEL = "card"  # the card-level data objects of GET DATA, as the card image keeps them
 AIDS = {
     JPKI: bytes.fromhex("D392F000260100000001"),
     CARD_INFO: bytes.fromhex("D3921000310001010408"),
+    CARD_FACE: bytes.fromhex("D3921000310001010402"),
+    JUKI: bytes.fromhex("D3921000310001010401"),
+    COMMON: bytes.fromhex("D3921000310001010100"),
 }
+GLOBAL_PLATFORM_ISD = bytes.fromhex("A0000001510000")  # back to the power-on state (§7)
 OTHER_AIDS = [
     bytes.fromhex(aid)
     for aid in (
-        "D3921000310001010402",  # card face: not yet emulated, 6A82
-        "D3921000310001010401",
-        "D3921000310001010100",
-        "A000000151000000",
+        "D3921000310001010403",  # a sibling of the card's AIDs that the card does not have
+        "A000000151000000",  # the ISD's AID and one byte more
         "A0000003080000100001",  # PIV, as OpenSC probes
         "D392F0002601",  # a prefix of the JPKI AID
         "D392F00026010000000100",  # one byte too many
     )
 ]
-FILES = {
+FILES = {  # the data EFs first, then keys and PINs (common 001E: probed by clients, absent)
     JPKI: (0x0001, 0x0002, 0x0006, 0x0008, 0x000A, 0x000B, 0x0017, 0x0018, 0x001A, 0x001B),
     CARD_INFO: (0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0011, 0x0012, 0x0014, 0x0015),
+    CARD_FACE: (0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0006, 0x0011, 0x0012, 0x0013),
+    JUKI: (0x0002, 0x001C),
+    COMMON: (0x0001, 0x0002, 0x0019, 0x001C, 0x001E),
 }
+DATA_FILES = {JPKI: 6, CARD_INFO: 5, CARD_FACE: 6, JUKI: 1, COMMON: 2}  # how many FILES lead
+RECORD_FILES = frozenset({(JUKI, 0x0002), (COMMON, 0x0001), (COMMON, 0x0002)})  # READ RECORD only
 # (min length, max length, alphabet, tries) of each PIN
 DIGITS, UPPER_ALNUM = b"0123456789", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 PIN_RULES: dict[tuple[str, int], tuple[int, int, bytes, int]] = {
@@ -88,17 +109,54 @@ PIN_RULES: dict[tuple[str, int], tuple[int, int, bytes, int]] = {
     (CARD_INFO, 0x12): (4, 4, DIGITS, 3),
     (CARD_INFO, 0x14): (12, 12, DIGITS, 10),
     (CARD_INFO, 0x15): (14, 14, DIGITS, 10),
+    (CARD_FACE, 0x11): (6, 6, DIGITS, 10),  # the birth-date key
+    (CARD_FACE, 0x12): (14, 14, DIGITS, 10),  # collation number B
+    (CARD_FACE, 0x13): (12, 12, DIGITS, 10),  # collation number A
+    (JUKI, 0x1C): (4, 4, DIGITS, 3),
+    (COMMON, 0x1C): (4, 4, DIGITS, 3),
+}
+TRIES_SETTINGS = {  # card settings (§10) that replace the tries above
+    (CARD_INFO, 0x14): "collation_a_tries",
+    (CARD_FACE, 0x13): "collation_a_tries",
+    (CARD_INFO, 0x15): "collation_b_tries",
+    (CARD_FACE, 0x12): "collation_b_tries",
+    (CARD_FACE, 0x11): "birth_date_key_tries",
+}
+# With the setting shared_collation_counters, the card face's A and B are the card-info AP's.
+SHARED_COUNTERS = {(CARD_FACE, 0x13): (CARD_INFO, 0x14), (CARD_FACE, 0x12): (CARD_INFO, 0x15)}
+# Their values come from the printed face: CHANGE answers 6982 (§5).
+UNCHANGEABLE = frozenset({(CARD_FACE, 0x11), (CARD_FACE, 0x12), (CARD_FACE, 0x13)})
+# How each AP changes a PIN (INS, P1): CHANGE REFERENCE DATA, or CHANGE KEY in 住基 and common.
+PIN_CHANGE = {
+    JPKI: (0x24, 0x01),
+    CARD_INFO: (0x24, 0x01),
+    CARD_FACE: (0x24, 0x01),
+    JUKI: (0x32, 0x00),
+    COMMON: (0x32, 0x00),
 }
 READ_NEEDS: dict[tuple[str, int], frozenset[int]] = {  # files only these PINs open
     (JPKI, 0x0001): frozenset({0x1B}),
     (CARD_INFO, 0x0001): frozenset({0x11, 0x14}),
     (CARD_INFO, 0x0002): frozenset({0x11, 0x15}),
     (CARD_INFO, 0x0003): frozenset({0x11, 0x14, 0x15}),
+    (CARD_FACE, 0x0001): frozenset({0x11}),
+    (CARD_FACE, 0x0002): frozenset({0x12, 0x13}),
+    (CARD_FACE, 0x0005): frozenset({0x13}),
+    (CARD_FACE, 0x0006): frozenset({0x12, 0x13}),
 }
-KEY_PINS = {0x17: 0x18, 0x1A: 0x1B}
+KEY_PINS = {0x17: 0x18, 0x1A: 0x1B}  # the JPKI keys and the PIN each needs
+CARD_KEY = (CARD_FACE, 0x0000)  # COMPUTE DIGITAL SIGNATURE P2 00, P1 00 only, no PIN (§5)
+AUTHENTICATION_KEY = (COMMON, 0x0019)  # INTERNAL AUTHENTICATE only, no PIN (§6)
+INTERNAL_AUTHENTICATE_SCHEME = 0x03  # PKCS#1 v1.5 of DigestInfo(SHA-256(challenge)), as P1 03
+GET_DATA_TAGS = (0x0042, 0x0045, 0x0066, 0x00F0, 0x00F2, 0x00F7, 0x00F8, 0x7F21, 0x5F51)
+ATR_INFORMATION = 0x5F51
+SECOND_CVC = 0x7F21
+SESSION_KEY_REFUSALS = {JPKI: 0x6982, JUKI: 0x6982, CARD_INFO: 0x6982, COMMON: 0x66F1,
+                        CARD_FACE: 0x66F1}  # fmt: skip
+SESSION_KEY_AFTER_PIN = 0x6A80  # the card-info AP, PIN 0011 verified, secure messaging off
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-KNOWN_INS = (0xA4, 0xB0, 0x20, 0x24, 0x2A, 0x84)
-OTHER_INS = (0x2C, 0x22, 0x88, 0xB2, 0xCA, 0xC0, 0xD6, 0xAE, 0x32, 0x82, 0x21, 0xB1, 0x25)
+KNOWN_INS = (0xA4, 0xB0, 0x20, 0x24, 0x2A, 0x84, 0xB2, 0x88, 0xCA, 0xAE, 0x32)
+OTHER_INS = (0x2C, 0x22, 0xC0, 0xD6, 0x82, 0x21, 0xB1, 0x25, 0xCB, 0xDA, 0xB3, 0x89)
 VALID_SW = frozenset(int(sw) for sw in SW) | {0x63C0 | tries for tries in range(16)}
 PLAIN_CLA = (0x00, 0x80)
 ODD_CLASSES = (0x80, 0x0C, 0x08, 0x04, 0x01, 0x03, 0x10, 0x40, 0x60, 0x20, 0xFF, 0x8C, 0x84, 0xA0)
@@ -117,6 +175,7 @@ SUITE_RUNS = [  # (card, settings, seed, APDUs, signature budget)
     ),
     ("child", {}, 3, 7_000, 10),
     ("hanako-long-address", {}, 4, 7_000, 10),
+    ("taro", {"shared_collation_counters": True}, 7, 7_000, 10),
 ]
 
 
@@ -281,6 +340,20 @@ def signature_verifies(key: rsa.RSAPublicKey, p1: int, data: bytes, signature: b
     )
 
 
+def _record(data: bytes, number: int) -> bytes:
+    """Record `number` (from 1) of a record EF, whose records are simple TLVs one after another
+    (a tag, a length of one byte or FF and two bytes, the value); empty if there is none."""
+    position, record = 0, b""
+    for _ in range(number):
+        if position + 2 > len(data):
+            return b""
+        size, header = data[position + 1], 2
+        if size == 0xFF:
+            size, header = int.from_bytes(data[position + 2 : position + 4], "big"), 4
+        record, position = data[position : position + header + size], position + header + size
+    return record
+
+
 def prepared_image(
     card: str, settings: dict[str, Any], rng: random.Random
 ) -> tuple[CardImage, dict[tuple[str, int], bytes]]:
@@ -335,18 +408,36 @@ class Model:
     """What the card has been told, and so what it may answer."""
 
     def __init__(self, image: CardImage, values: dict[tuple[str, int], bytes]) -> None:
+        settings = image.settings
+        # Which AP an AID prefix selects is the card's choice: the model cannot follow it.
+        assert not settings.select_by_aid_prefix, "the model expects exact AIDs"
         self.image = image
         self.values = values
-        self.keep_on_reset = image.settings.warm_reset_keeps_security_state
-        self.select_fci = image.settings.select_fci
+        self.keep_on_reset = settings.warm_reset_keeps_security_state
+        self.select_fci = settings.select_fci
+        self.shared_counters = settings.shared_collation_counters
         self.current: str | None = None  # the current DF (None: the MF, after power-on or reset)
         self.application: str | None = None  # whose PINs `verified` are
         self.verified: set[int] = set()
         self.public_keys = {
-            fid: key.public_key() for fid, key in image.applications[JPKI].keys.items()
+            (app, fid): key.public_key()
+            for app, contents in image.applications.items()
+            for fid, key in contents.keys.items()
         }
         self.secrets = Secrets(image)
         self.stats = FuzzStats()
+
+    # what the card's settings make of the spec's rules
+    def max_tries(self, pin: tuple[str, int]) -> int:
+        setting = TRIES_SETTINGS.get(pin)
+        return PIN_RULES[pin][3] if setting is None else int(getattr(self.image.settings, setting))
+
+    def counter(self, pin: tuple[str, int]) -> tuple[str, int]:
+        """The reference data (value and counter) that a PIN's VERIFY reaches."""
+        return SHARED_COUNTERS.get(pin, pin) if self.shared_counters else pin
+
+    def value_of(self, pin: tuple[str, int]) -> bytes | None:
+        return self.values.get(self.counter(pin))
 
     # events
     def power_cycle(self) -> None:
@@ -389,14 +480,21 @@ class Model:
             0xB0: self._read_binary,
             0x20: self._verify,
             0x24: self._change,
+            0x32: self._change,
             0x2A: self._sign,
             0x84: self._challenge,
+            0xB2: self._read_record,
+            0x88: self._internal_authenticate,
+            0xCA: self._get_data,
+            0xAE: self._set_session_key,
         }.get(command.ins)
         if handler is None:
             if sw != SW.INS_NOT_SUPPORTED:
                 raise FuzzFailure(f"unknown INS {command.ins:02X} answered {sw:04X}")
             self._unchanged(before, after)
             return
+        if sw == SW.INS_NOT_SUPPORTED:
+            raise FuzzFailure(f"INS {command.ins:02X}, which the card has, answered 6D00")
         handler(command, data, sw, before, after)
 
     def _unchanged(self, before: Snapshot, after: Snapshot) -> None:
@@ -412,6 +510,12 @@ class Model:
             return
         if command.p2 not in (0x00, 0x0C):
             raise FuzzFailure(f"SELECT with P2={command.p2:02X} answered 9000")
+        if command.p1 == 0x04 and command.data == GLOBAL_PLATFORM_ISD:
+            if not self.image.settings.global_platform_isd_selectable or data:
+                raise FuzzFailure(f"SELECT of the ISD answered 9000 with {len(data)} bytes")
+            self.power_cycle()  # the power-on state: no AP, the left AP's security state gone
+            self.stats.events["select ISD"] += 1
+            return
         if command.p1 == 0x04:
             application = next((a for a, aid in AIDS.items() if aid == command.data), None)
             if application is None:
@@ -431,6 +535,10 @@ class Model:
             raise FuzzFailure("SELECT EF answered 9000 with no AP selected since power-on/reset")
         self.stats.events["select EF"] += 1
 
+    def _readable(self, application: str, fid: int) -> bool:
+        needs = READ_NEEDS.get((application, fid))
+        return needs is None or bool(self.verified & needs)
+
     def _read_binary(
         self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
     ) -> None:
@@ -441,24 +549,46 @@ class Model:
             raise FuzzFailure("READ BINARY answered 9000 without an AP, without Le or with data")
         application = self.current
         contents = self.image.applications[application].files
+        binary = [fid for fid in contents if (application, fid) not in RECORD_FILES]
         if command.p1 & 0x80:
             offset = command.p2
-            candidates = [fid for fid in contents if fid & 0x1F == command.p1 & 0x1F]
+            candidates = [fid for fid in binary if fid & 0x1F == command.p1 & 0x1F]
         else:
             offset = command.p1 << 8 | command.p2
-            candidates = list(contents)
+            candidates = binary
         wanted = slice(offset, offset + command.ne)
         sources = [fid for fid in candidates if data and contents[fid][wanted] == data]
         if not sources:
             raise FuzzFailure(f"READ BINARY answered {len(data)} bytes that are no file's slice")
-
-        def readable(fid: int) -> bool:
-            needs = READ_NEEDS.get((application, fid))
-            return needs is None or bool(self.verified & needs)
-
-        if not any(readable(fid) for fid in sources):
+        if not any(self._readable(application, fid) for fid in sources):
             raise FuzzFailure(f"READ BINARY of {sources} without the PIN it needs")
         self.stats.events["read"] += 1
+
+    def _read_record(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if self.current is None or command.ne is None or command.data:
+            raise FuzzFailure("READ RECORD answered 9000 without an AP, without Le or with data")
+        if command.p2 & 0x07 != 0x04 or command.p1 == 0:
+            raise FuzzFailure(f"READ RECORD P1={command.p1:02X} P2={command.p2:02X} answered 9000")
+        application, sfi = self.current, command.p2 >> 3
+        contents = self.image.applications[application].files
+        candidates = [
+            fid for fid in contents if (application, fid) in RECORD_FILES and sfi in (0, fid & 0x1F)
+        ]
+        sources = [
+            fid
+            for fid in candidates
+            if data and data == _record(contents[fid], command.p1)[: command.ne]
+        ]
+        if not sources:
+            raise FuzzFailure(f"READ RECORD answered {len(data)} bytes that are no record")
+        if not any(self._readable(application, fid) for fid in sources):
+            raise FuzzFailure(f"READ RECORD of {sources} without the PIN it needs")
+        self.stats.events["read record"] += 1
 
     def _pins_of_application(self) -> list[tuple[str, int]]:
         if self.current is None:
@@ -478,16 +608,16 @@ class Model:
             matching = [
                 k
                 for k in self._pins_of_application()
-                if self.values[k] == command.data
-                and before[k][0]
-                and after[k][0] == PIN_RULES[k][3]
+                if self.value_of(k) == command.data
+                and before[self.counter(k)][0]
+                and after[self.counter(k)][0] == self.max_tries(k)
             ]
             if not matching:
                 raise FuzzFailure(
                     "VERIFY answered 9000 without the right value of an unblocked "
                     "PIN of the current AP, restored to its maximum"
                 )
-            if set(changed) - set(matching):
+            if set(changed) - {self.counter(k) for k in matching}:
                 raise FuzzFailure(f"VERIFY 9000 changed other counters: {changed}")
             self.verified.update(fid for _, fid in matching)
             self.stats.events["verify ok"] += 1
@@ -496,25 +626,28 @@ class Model:
             tries = sw & 0x0F
             if not command.data:  # the retry query: nothing changes
                 self._unchanged(before, after)
-                if all(after[k][0] != tries for k in self._pins_of_application()):
+                if all(after[self.counter(k)][0] != tries for k in self._pins_of_application()):
                     raise FuzzFailure(f"retry query answered {sw:04X}: no PIN has {tries} tries")
                 self.stats.events["retry query"] += 1
                 return
             if len(changed) != 1:
                 raise FuzzFailure(f"wrong VERIFY {sw:04X} changed counters {changed}")
-            (pin,) = changed
-            if after[pin][0] != before[pin][0] - 1 or after[pin][0] != tries:
+            (reached,) = changed
+            pins = [k for k in self._pins_of_application() if self.counter(k) == reached]
+            if not pins:
+                raise FuzzFailure(f"wrong VERIFY {sw:04X} spent {reached}, not a current AP's")
+            if after[reached][0] != before[reached][0] - 1 or after[reached][0] != tries:
                 raise FuzzFailure(
-                    f"wrong VERIFY {sw:04X}: {pin} {before[pin][0]} -> {after[pin][0]}"
+                    f"wrong VERIFY {sw:04X}: {reached} {before[reached][0]} -> {after[reached][0]}"
                 )
-            if self.values.get(pin) == command.data:
-                raise FuzzFailure(f"the right value of {pin} answered {sw:04X}")
-            self.verified.discard(pin[1])
+            if self.values.get(reached) == command.data:
+                raise FuzzFailure(f"the right value of {reached} answered {sw:04X}")
+            self.verified.difference_update(fid for _, fid in pins)
             self.stats.events["verify wrong"] += 1
             return
         self._unchanged(before, after)
         if sw == SW.AUTHENTICATION_METHOD_BLOCKED:
-            if all(after[k][0] for k in self._pins_of_application()):
+            if all(after[self.counter(k)][0] for k in self._pins_of_application()):
                 raise FuzzFailure("6984 with no PIN of the current AP blocked")
             self.stats.events["verify blocked"] += 1
 
@@ -527,25 +660,36 @@ class Model:
             return
         if len(changed) != 1:
             raise FuzzFailure(f"CHANGE 9000 changed {changed}")
-        (pin,) = changed
-        app, fid = pin
-        if app != self.current or fid not in self.verified:
+        (reached,) = changed
+        pins = [k for k in self._pins_of_application() if self.counter(k) == reached]
+        if UNCHANGEABLE.intersection(pins):
+            raise FuzzFailure(f"CHANGE of {pins} answered 9000: its value is printed on the card")
+        if not any(fid in self.verified for _, fid in pins):
             raise FuzzFailure(
-                f"CHANGE of {pin} answered 9000 but it was not verified "
+                f"CHANGE of {reached} answered 9000 but it was not verified "
                 f"(verified in {self.application}: {sorted(self.verified)})"
             )
-        if after[pin][0] != before[pin][0] or before[pin][0] == 0:
-            raise FuzzFailure(f"CHANGE of {pin} changed its counter or a blocked PIN")
-        low, high, alphabet, _ = PIN_RULES[pin]
+        if (command.ins, command.p1) != PIN_CHANGE[self.current or ""]:
+            raise FuzzFailure(
+                f"{command.ins:02X} with P1={command.p1:02X} changed a PIN of {self.current}"
+            )
+        if after[reached][0] != before[reached][0] or before[reached][0] == 0:
+            raise FuzzFailure(f"CHANGE of {reached} changed its counter or a blocked PIN")
+        low, high, alphabet, _ = PIN_RULES[reached]
         value = command.data
         if not low <= len(value) <= high or value.strip(alphabet):
-            raise FuzzFailure(f"CHANGE of {pin} took a value its rule refuses ({len(value)} bytes)")
+            raise FuzzFailure(
+                f"CHANGE of {reached} took a value its rule refuses ({len(value)} bytes)"
+            )
+        app, fid = reached
         reference = self.image.applications[app].pins[fid]
         if not reference.matches(value):
-            raise FuzzFailure(f"CHANGE of {pin} answered 9000 but the new value does not verify")
-        self.values[pin] = value
+            raise FuzzFailure(
+                f"CHANGE of {reached} answered 9000 but the new value does not verify"
+            )
+        self.values[reached] = value
         self.secrets.add_pin(reference)
-        self.stats.events["change ok"] += 1
+        self.stats.events["change ok" if command.ins == 0x24 else "change key ok"] += 1
 
     def _sign(
         self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
@@ -556,19 +700,88 @@ class Model:
         if command.p1 > 0x05:
             raise FuzzFailure(f"COMPUTE DIGITAL SIGNATURE with P1={command.p1:02X} answered 9000")
         signers = [
-            fid
-            for fid, key in self.public_keys.items()
+            name
+            for name, key in self.public_keys.items()
             if signature_verifies(key, command.p1, command.data, data)
         ]
         if not signers:
             raise FuzzFailure("a 9000 signature verifies under none of the card's keys")
         (key,) = signers
-        if self.current != JPKI or self.application != JPKI or KEY_PINS[key] not in self.verified:
+        if key == CARD_KEY:  # no credential, P1 00 only (§5)
+            if self.current != CARD_FACE or command.p1 != 0x00:
+                raise FuzzFailure(f"the card key signed with P1={command.p1:02X} in {self.current}")
+            needs_birth_date = self.image.settings.card_face_sign_requires == "birth_date"
+            if needs_birth_date and (self.application != CARD_FACE or 0x11 not in self.verified):
+                raise FuzzFailure("the card key signed without the birth-date key verified")
+            self.stats.events["card-face signature"] += 1
+            return
+        app, fid = key
+        if app != JPKI or fid not in KEY_PINS:
+            raise FuzzFailure(f"key {key} answered COMPUTE DIGITAL SIGNATURE")
+        if self.current != JPKI or self.application != JPKI or KEY_PINS[fid] not in self.verified:
             raise FuzzFailure(
-                f"key {key:04X} signed without its PIN verified "
+                f"key {fid:04X} signed without its PIN verified "
                 f"(AP {self.application}, verified {sorted(self.verified)})"
             )
         self.stats.events["signature"] += 1
+
+    def _internal_authenticate(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        if command.p1 != 0x00 or not 1 <= len(command.data) <= 255:
+            raise FuzzFailure(
+                f"INTERNAL AUTHENTICATE P1={command.p1:02X} of {len(command.data)} bytes: 9000"
+            )
+        key = self.public_keys.get(AUTHENTICATION_KEY)
+        scheme = INTERNAL_AUTHENTICATE_SCHEME
+        if key is None or not signature_verifies(key, scheme, command.data, data):
+            raise FuzzFailure("INTERNAL AUTHENTICATE: not the common AP key's signature")
+        if self.current != COMMON:
+            raise FuzzFailure(f"the common AP's key answered in {self.current}")
+        self.stats.events["internal authenticate"] += 1
+
+    def _get_data(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw != SW.SUCCESS:
+            return
+        settings = self.image.settings
+        tag = command.p1 << 8 | command.p2
+        if tag not in GET_DATA_TAGS:
+            raise FuzzFailure(f"GET DATA of tag {tag:04X}, which the card does not have: 9000")
+        with_application = tag == ATR_INFORMATION and settings.atr_information_with_application
+        if self.current is not None and not with_application:
+            raise FuzzFailure(f"GET DATA {tag:04X} answered 9000 with {self.current} current")
+        if tag == ATR_INFORMATION:
+            expected: bytes | None = settings.atr[1:]  # without TS
+        elif tag == SECOND_CVC and not settings.second_cvc_present:
+            expected = None
+        else:
+            expected = self.image.applications[CARD_LEVEL].files.get(tag)
+        if data != expected:
+            raise FuzzFailure(f"GET DATA {tag:04X} answered {len(data)} bytes, not the object")
+        if command.data or command.ne is None or command.ne < len(data):
+            raise FuzzFailure(f"GET DATA {tag:04X} answered 9000 with data or Le={command.ne}")
+        self.stats.events["get data"] += 1
+
+    def _set_session_key(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        self._unchanged(before, after)
+        if sw == SW.SUCCESS:
+            raise FuzzFailure("SET SESSION KEY answered 9000 with secure messaging off")
+        if self.current is None:
+            return
+        expected = SESSION_KEY_REFUSALS[self.current]
+        if self.current == CARD_INFO and self.application == CARD_INFO and 0x11 in self.verified:
+            expected = SESSION_KEY_AFTER_PIN
+        if sw != expected:
+            raise FuzzFailure(f"SET SESSION KEY in {self.current} answered {sw:04X}")
+        self.stats.events["session key refused"] += 1
 
     def _challenge(
         self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
@@ -605,6 +818,12 @@ class Generator:
             (self.garbage, 2),
             (self.unlock_sequence, 2),
             (self.read_sequence, 4),
+            (self.read_record, 5),
+            (self.internal_authenticate, 3),
+            (self.get_data, 4),
+            (self.set_session_key, 2),
+            (self.card_face_sequence, 2),
+            (self.record_sequence, 2),
         ]
         self.weights = [weight for _, weight in self.productions]
         self.queue: deque[bytes] = deque()
@@ -632,25 +851,35 @@ class Generator:
             return None, False
         return self.rng.choice((65536, 256, 1, 0x0700, self.rng.randrange(1, 65536))), True
 
+    def over_budget(self, event: str | None = None) -> bool:
+        """Whether this kind of signature reached the budget (signing is what takes time)."""
+        if event is None:
+            event = "card-face signature" if self.model.current == CARD_FACE else "signature"
+        return self.model.stats.events[event] >= self.signature_budget
+
+    def application(self) -> str:
+        return self.model.current or self.model.application or self.rng.choice(tuple(AIDS))
+
     def pin(self) -> tuple[str, int]:
-        app = self.model.current or self.model.application or self.rng.choice((JPKI, CARD_INFO))
+        app = self.application()
         pins = [key for key in PIN_RULES if key[0] == app]
         return self.rng.choice(pins)
 
     def value(self, pin: tuple[str, int], kind: str) -> bytes:
         low, high, alphabet, _ = PIN_RULES[pin]
         rng = self.rng
-        if kind == "right" and pin in self.model.values:
-            return self.model.values[pin]
+        right = self.model.value_of(pin)
+        if kind == "right" and right is not None:
+            return right
         if kind in ("right", "wrong"):
             while True:
                 value = bytes(rng.choice(alphabet) for _ in range(rng.randint(low, high)))
-                if value != self.model.values.get(pin):
+                if value != right:
                     return value
         if kind == "odd":
             length = rng.choice((1, low - 1, high + 1, high + 5, 0x40)) or 1
             return bytes(rng.choice(alphabet) for _ in range(length))
-        right = self.model.values.get(pin, b"1234")
+        right = right or b"1234"
         return rng.choice(
             (
                 right.lower(),
@@ -666,11 +895,15 @@ class Generator:
     def select_application(self) -> bytes:
         rng = self.rng
         roll = rng.random()
-        if roll < 0.45:
+        if roll < 0.35:
             aid = AIDS[JPKI]
-        elif roll < 0.7:
+        elif roll < 0.5:
             aid = AIDS[CARD_INFO]
-        elif roll < 0.9:
+        elif roll < 0.75:
+            aid = AIDS[rng.choice((CARD_FACE, CARD_FACE, JUKI, COMMON))]
+        elif roll < 0.8:
+            aid = GLOBAL_PLATFORM_ISD
+        elif roll < 0.92:
             aid = rng.choice(OTHER_AIDS)
         else:
             aid = rng.randbytes(rng.randint(1, 16))
@@ -736,17 +969,23 @@ class Generator:
         return encode(self.cla(), 0x20, p1, p2, value, ne, extended=rng.random() < 0.05)
 
     def change(self) -> bytes:
+        """CHANGE REFERENCE DATA or CHANGE KEY, mostly the one the AP takes."""
         rng = self.rng
         pin = self.pin()
+        forms = ((0x24, 0x01), (0x32, 0x00))
+        ins, p1 = PIN_CHANGE[pin[0]] if rng.random() < 0.85 else rng.choice(forms)
         p2 = 0x80 | (pin[1] & 0x1F) if rng.random() < 0.8 else 0x80
-        p1 = 0x01 if rng.random() < 0.9 else rng.choice((0x00, 0x02, rng.randrange(256)))
+        if rng.random() < 0.1:
+            p1 = rng.choice((0x00, 0x01, 0x02, rng.randrange(256)))
         kind = "wrong" if rng.random() < 0.75 else rng.choice(("odd", "near"))
-        return encode(self.cla(), 0x24, p1, p2, self.value(pin, kind), extended=rng.random() < 0.05)
+        cla = (0x80 if ins == 0x32 else 0x00) if rng.random() < 0.85 else self.cla()
+        value = self.value(pin, kind)
+        return encode(cla, ins, p1, p2, value, extended=rng.random() < 0.05)
 
     def sign(self) -> bytes:
         rng = self.rng
         p1 = rng.choice((0, 0, 1, 2, 3, 4, 5)) if rng.random() < 0.92 else rng.randrange(6, 256)
-        p2 = rng.choice((0x97, 0x97, 0x9A, 0x80, 0x98, 0x86, rng.randrange(256)))
+        p2 = rng.choice((0x97, 0x97, 0x9A, 0x00, 0x80, 0x98, 0x99, 0x86, rng.randrange(256)))
         right = {
             0: rng.choice((51, 35, 83, 20, 1, 245)),
             1: rng.randint(1, 255),
@@ -756,7 +995,7 @@ class Generator:
             5: rng.randint(1, 255),
         }.get(p1, 32)
         length = right if rng.random() < 0.8 else rng.choice((0, 31, 33, 246, 255, 256, 300))
-        if self.model.stats.events["signature"] >= self.signature_budget:
+        if self.over_budget():
             length = rng.choice((0, 256, 300))  # no scheme takes these: the budget holds
         data = rng.randbytes(length)
         ne = 256 if rng.random() < 0.85 else None
@@ -798,7 +1037,7 @@ class Generator:
             [
                 encode(0x00, 0x20, 0x00, 0x80 | pin[1], self.model.values.get(pin, b"1234")),
                 encode(0x80, 0x2A, 0x00, 0x80 | key, SHA256_DIGEST_INFO + rng.randbytes(32), 256)
-                if self.model.stats.events["signature"] < self.signature_budget
+                if not self.over_budget("signature")
                 else encode(0x00, 0x20, 0x00, 0x80 | pin[1]),
             ]
         )
@@ -807,8 +1046,8 @@ class Generator:
     def read_sequence(self) -> bytes:
         """How clients read an EF: SELECT it, then chunks (Le=00 or one extended read)."""
         rng = self.rng
-        app = self.model.current or rng.choice((JPKI, CARD_INFO))
-        fid = rng.choice(FILES[app][:6])
+        app = self.model.current or rng.choice((JPKI, CARD_INFO, CARD_FACE))
+        fid = rng.choice(FILES[app][: DATA_FILES[app]])
         offsets = [0, 4, 0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x900]
         for offset in rng.sample(offsets, rng.randint(1, 4)):
             ne, extended = rng.choice(((256, False), (65536, True), (4, False), (0x80, False)))
@@ -816,6 +1055,103 @@ class Generator:
                 encode(0x00, 0xB0, offset >> 8, offset & 0xFF, ne=ne, extended=extended)
             )
         return encode(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
+
+    def read_record(self) -> bytes:
+        rng = self.rng
+        app = self.application()
+        sfi = rng.choice([fid & 0x1F for fid in FILES[app]] + [0, 0, rng.randrange(32)])
+        mode = 0x04 if rng.random() < 0.85 else rng.choice((0x05, 0x06, 0x00, rng.randrange(8)))
+        p1 = rng.choice((1, 1, 1, 2, 0, rng.randrange(256)))
+        ne, extended = self.le()
+        if ne is None and rng.random() < 0.7:
+            ne = 256
+        data = b"" if rng.random() < 0.95 else b"\x00"
+        return encode(self.cla(), 0xB2, p1, sfi << 3 | mode, data, ne, extended=extended)
+
+    def internal_authenticate(self) -> bytes:
+        rng = self.rng
+        p2 = rng.choice((0x99, 0x99, 0x99, 0x80, 0x97, 0x9A, 0x00, rng.randrange(256)))
+        p1 = 0x00 if rng.random() < 0.95 else rng.randrange(256)
+        length = rng.choice((16, 32, 1, 255)) if rng.random() < 0.85 else rng.choice((0, 256, 300))
+        if self.over_budget("internal authenticate"):
+            length = rng.choice((0, 256, 300))  # no challenge of these lengths: the budget holds
+        ne, extended = (256, False) if rng.random() < 0.85 else self.le()
+        return encode(
+            self.cla(),
+            0x88,
+            p1,
+            p2,
+            rng.randbytes(length),
+            ne,
+            extended=extended or length > 255,
+        )
+
+    def get_data(self) -> bytes:
+        rng = self.rng
+        tag = rng.choice((*GET_DATA_TAGS, *GET_DATA_TAGS, 0xDF30, 0x0000, rng.randrange(65536)))
+        roll = rng.random()
+        ne: int | None
+        if roll < 0.5:
+            ne, extended = 256, False  # Le 00: objects up to 256 bytes
+        elif roll < 0.75:
+            ne, extended = 65536, True  # the larger CVCs come only this way
+        else:
+            ne, extended = self.le()
+        data = b"" if rng.random() < 0.95 else b"\x5c"
+        return encode(self.cla(), 0xCA, tag >> 8, tag & 0xFF, data, ne, extended=extended)
+
+    def set_session_key(self) -> bytes:
+        rng = self.rng
+        data = rng.randbytes(rng.choice((256, 256, 36, 0, rng.randrange(300))))
+        ne, extended = (None, False) if rng.random() < 0.8 else self.le()
+        cla = 0x80 if rng.random() < 0.85 else self.cla()
+        return encode(cla, 0xAE, 0x00, 0x00, data, ne, extended=extended or len(data) > 255)
+
+    def card_face_sequence(self) -> bytes:
+        """What card-face clients send: a key, a record read, or the card key's challenge."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            pin = rng.choice([key for key in PIN_RULES if key[0] == CARD_FACE])
+            fid = rng.choice((0x0001, 0x0002, 0x0005, 0x0006))
+            self.queue.extend(
+                [
+                    encode(0x00, 0x20, 0x00, 0x80 | pin[1], self.value(pin, "right")),
+                    encode(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big")),
+                    encode(0x00, 0xB0, 0x00, 0x00, ne=256),
+                ]
+            )
+        else:
+            challenge = rng.randbytes(16)
+            digest_info = SHA256_DIGEST_INFO + hashlib.sha256(challenge).digest()
+            self.queue.extend(
+                [
+                    encode(0x00, 0x84, 0x00, 0x00, ne=16),
+                    encode(0x80, 0x2A, 0x00, 0x00, digest_info, 256)
+                    if not self.over_budget("card-face signature")
+                    else encode(0x00, 0x84, 0x00, 0x00, ne=16),
+                ]
+            )
+        return encode(0x00, 0xA4, 0x04, 0x0C, AIDS[CARD_FACE])
+
+    def record_sequence(self) -> bytes:
+        """What 住基 and common AP clients send: a record, the key's challenge, a PIN change."""
+        rng = self.rng
+        app = rng.choice((JUKI, COMMON, COMMON))
+        pin = (app, 0x1C)
+        roll = rng.random()
+        if roll < 0.4:
+            fid = rng.choice(FILES[app][: DATA_FILES[app]])
+            self.queue.append(encode(0x00, 0xB2, 0x01, (fid & 0x1F) << 3 | 0x04, ne=256))
+        elif roll < 0.7 and app == COMMON and not self.over_budget("internal authenticate"):
+            self.queue.append(encode(0x00, 0x88, 0x00, 0x99, rng.randbytes(16), 256))
+        else:
+            self.queue.extend(
+                [
+                    encode(0x00, 0x20, 0x00, 0x80 | pin[1], self.value(pin, "right")),
+                    encode(0x80, 0x32, 0x00, 0x80 | pin[1], self.value(pin, "wrong")),
+                ]
+            )
+        return encode(0x00, 0xA4, 0x04, 0x0C, AIDS[app])
 
     # mutations
     def mutate(self, raw: bytes) -> bytes:
@@ -939,7 +1275,7 @@ def run_fuzz(
             unblocked = [key for key, (tries, _, _) in snapshot(image).items() if tries == 0]
             if unblocked:  # the municipal office resets a blocked PIN (tries only)
                 app, fid = rng.choice(unblocked)
-                image.applications[app].pins[fid].tries_left = PIN_RULES[app, fid][3]
+                image.applications[app].pins[fid].tries_left = model.max_tries((app, fid))
                 model.stats.events["office unblock"] += 1
                 history.append(f"office unblocks {app} {fid:04X}")
         raw = generator.next()
@@ -1009,9 +1345,16 @@ def test_fuzzed_apdus_keep_every_rule(
         "power cycle",
         "challenge",
         "select EF",
+        *(f"select {application}" for application in AIDS),
+        "select ISD",
+        "read record",
+        "change key ok",
+        "get data",
+        "session key refused",
     ):
         assert reached[event], f"the run never reached {event!r}: {dict(reached)}"
-    assert 0 < reached["signature"] <= budget + 5
+    for signatures in ("signature", "card-face signature", "internal authenticate"):
+        assert 0 < reached[signatures] <= budget + 5, (signatures, reached[signatures])
 
 
 def test_reference_decoder_agrees_on_the_spec_examples() -> None:
@@ -1110,8 +1453,39 @@ def _query_answers_9000_once_verified(self: CardEngine, command: CommandApdu) ->
     return ORIGINAL_VERIFY(self, command)
 
 
+def _get_data_in_any_state(self: CardEngine, command: CommandApdu) -> bytes:
+    current, self._current_df = self._current_df, None
+    try:
+        return ORIGINAL_GET_DATA(self, command)
+    finally:
+        self._current_df = current
+
+
+def _isd_keeps_state(self: CardEngine, command: CommandApdu) -> bytes:
+    if command.p1 == 0x04 and command.data == GLOBAL_PLATFORM_ISD:
+        self._current_df = self._current_ef = None
+        return b""
+    return ORIGINAL_SELECT(self, command)
+
+
+def _printed_keys_changeable(self: CardEngine, rule: AccessRule) -> bool:
+    return isinstance(rule, Never) or ORIGINAL_ALLOWED(self, rule)
+
+
+def _any_key_authenticates(self: CardEngine, command: CommandApdu) -> bytes:
+    if command.p1 or not 1 <= len(command.data) <= 255:
+        return ORIGINAL_INTERNAL_AUTHENTICATE(self, command)
+    key_file = self._referenced(command.p2, KeyFile)
+    key = self._contents().keys[key_file.fid]
+    return sign(key, SignatureScheme.PKCS1_SHA256_MESSAGE, command.data)
+
+
 ORIGINAL_VERIFY = CardEngine._verify
 ORIGINAL_READ_BINARY = CardEngine._read_binary
+ORIGINAL_GET_DATA = CardEngine._get_data
+ORIGINAL_SELECT = CardEngine._select
+ORIGINAL_ALLOWED = CardEngine._allowed
+ORIGINAL_INTERNAL_AUTHENTICATE = CardEngine._internal_authenticate
 MUTANTS: dict[str, dict[str, Any]] = {
     "AP switch keeps PINs verified": {"_select_application": _keeps_state_across_aps},
     "power cycle keeps PINs verified": {
@@ -1122,7 +1496,21 @@ MUTANTS: dict[str, dict[str, Any]] = {
     "a wrong PIN's try refunded": {"_verify": _refunds_wrong_tries},
     "key EFs readable by short id": {"_read_binary": _reads_keys},
     "retry query 9000 once verified": {"_verify": _query_answers_9000_once_verified},
+    "GET DATA with an AP current": {"_get_data": _get_data_in_any_state},
+    "ISD SELECT keeps PINs verified": {"_select": _isd_keeps_state},
+    "printed keys changeable": {"_allowed": _printed_keys_changeable},
+    "every key answers INTERNAL AUTHENTICATE": {"_internal_authenticate": _any_key_authenticates},
 }
+
+
+PLANTED_FAULT_RUN: dict[str, Any] = {
+    "seed": 11, "apdus": 20_000, "card": "taro", "signature_budget": 25,
+}  # fmt: skip
+
+
+def test_the_planted_fault_run_passes_without_a_fault() -> None:
+    """So that each mutant below is caught for its fault, not for something else."""
+    assert run_fuzz(**PLANTED_FAULT_RUN).apdus == PLANTED_FAULT_RUN["apdus"]
 
 
 @pytest.mark.parametrize("mutant", MUTANTS)
@@ -1130,4 +1518,4 @@ def test_the_fuzzer_catches_a_planted_fault(monkeypatch: pytest.MonkeyPatch, mut
     for name, replacement in MUTANTS[mutant].items():
         monkeypatch.setattr(CardEngine, name, replacement)
     with pytest.raises(FuzzFailure):
-        run_fuzz(seed=11, apdus=20_000, card="taro", signature_budget=25)
+        run_fuzz(**PLANTED_FAULT_RUN)
