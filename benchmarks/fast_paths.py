@@ -54,7 +54,8 @@ def interleaved(
     figure: Callable[[], object], baseline: Callable[[], object], rounds: int
 ) -> tuple[float, float]:
     """Medians (ms) of the figure and its baseline, sampled in turn."""
-    figures, baselines = [], []
+    figures: list[float] = []
+    baselines: list[float] = []
     for _ in range(rounds):
         for call, samples in ((figure, figures), (baseline, baselines)):
             start = time.perf_counter()

@@ -328,7 +328,7 @@ def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
     click.echo(f"{Pin.named(which).label} unblocked")
 
 
-def _setting(change: str) -> tuple[str, object]:
+def _setting(change: str) -> tuple[str, Any]:
     name, separator, text = change.partition("=")
     if not separator:
         raise click.BadParameter(f"{change!r}: write NAME=VALUE", param_hint="SETTINGS")

@@ -6,9 +6,10 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -18,13 +19,14 @@ from cli.options import PIN_ENVIRONMENT_VARIABLE, READER_ENVIRONMENT_VARIABLE, s
 from jpki.client.connection import InProcessConnection, PcscConnection
 from jpki.client.errors import CardConnectionError
 from jpki.client.protocol import ApduProtocol
-from jpki.client.session import JpkiSession
+from jpki.client.session import CardSession, JpkiSession
 from jpki.paths import ca_directory, default_card_path
 
 if TYPE_CHECKING:
     from jpki.relying_party.verify import TrustStore
 
 CardConnection = InProcessConnection | PcscConnection
+S = TypeVar("S", bound=CardSession)
 
 
 def open_connection(own: Path | None = None) -> CardConnection:
@@ -53,13 +55,19 @@ def open_connection(own: Path | None = None) -> CardConnection:
 
 
 @contextmanager
-def card_session(own: Path | None = None) -> Iterator[JpkiSession]:
-    """A session with the chosen card, closed (and a card file unlocked) afterwards."""
+def application_session(kind: type[S], own: Path | None = None) -> Iterator[S]:
+    """A session of `kind` (one application's) with the chosen card, closed (and a card file
+    unlocked) afterwards. Other applications' sessions can share its protocol."""
     connection = open_connection(own)
     try:
-        yield JpkiSession(ApduProtocol(connection))
+        yield kind(ApduProtocol(connection))
     finally:
         connection.close()
+
+
+def card_session(own: Path | None = None) -> ContextManager[JpkiSession]:
+    """A JPKI session with the chosen card (see `application_session`)."""
+    return application_session(JpkiSession, own)
 
 
 def ask_secret(label: str, *, confirm: bool = False) -> str:

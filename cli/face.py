@@ -18,7 +18,7 @@ import click
 
 from card_emulator.vocabulary.identifiers import CardData
 from card_emulator.vocabulary.pins import Pin
-from cli.context import card_session, pin_value, trusted_ca_directory
+from cli.context import application_session, pin_value, trusted_ca_directory
 from cli.exits import Exit
 from cli.options import (
     PIN_ENVIRONMENT_VARIABLE,
@@ -177,8 +177,7 @@ def read(
 
     summary: dict[str, Any] = {}
     images: dict[str, bytes] = {}
-    with card_session(card_file) as session:
-        card_face = CardFaceSession(session.protocol)
+    with application_session(CardFaceSession, card_file) as card_face:
         if credential is not None:
             chosen, value = credential
             card_face.verify_pin(chosen, value)
@@ -323,10 +322,9 @@ def check(
     length). Exit 0 when genuine, 1 when not."""
     credential = check_credential(collation_a, collation_b)
     root = pinned_cvc_root(cvc_root)
-    with card_session(card_file) as session:
+    with application_session(CardFaceSession, card_file) as card_face:
         # GET DATA first: returning to the MF forgets what was verified in an application.
-        issuer_cvc = CardLevelSession(session.protocol).get_data(CardData.SECOND_CVC)
-        card_face = CardFaceSession(session.protocol)
+        issuer_cvc = CardLevelSession(card_face.protocol).get_data(CardData.SECOND_CVC)
         ap_cvc = card_face.ap_certificate()
         card_face.verify_pin(*credential)
         face_ef = card_face.face_record()

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from card_emulator.vocabulary.pins import Pin
-from cli.context import card_session, pin_value
+from cli.context import application_session, pin_value
 from cli.options import card_option, collation_a_option, collation_b_option
 from jpki.client.applications import CardInfoSession
 
@@ -43,8 +43,7 @@ def text() -> None:
 def mynumber(card_file: Path | None, pin: str | None, collation_a: str | None) -> None:
     """Print the 12-digit my number (the card-info PIN or collation number A opens it)."""
     chosen, value = credential(pin, collation_a, "--collation-a", Pin.CARD_INFO_A)
-    with card_session(card_file) as session:
-        card_info = CardInfoSession(session.protocol)
+    with application_session(CardInfoSession, card_file) as card_info:
         card_info.verify_pin(chosen, value)
         number = card_info.my_number()
     click.echo(number)
@@ -61,8 +60,7 @@ def attributes(
     """Print name, address, birth date and sex (the card-info PIN or collation number B
     opens them), and which header form the card wrote the record with."""
     chosen, value = credential(pin, collation_b, "--collation-b", Pin.CARD_INFO_B)
-    with card_session(card_file) as session:
-        card_info = CardInfoSession(session.protocol)
+    with application_session(CardInfoSession, card_file) as card_info:
         card_info.verify_pin(chosen, value)
         found = card_info.attributes()
     if as_json:

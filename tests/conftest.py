@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from cryptography import x509
@@ -97,7 +97,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def make_card() -> CardFactory:
     """An in-memory copy of a fixture card, with optional setting overrides."""
 
-    def make(name: str = "taro", **settings: object) -> VirtualCard:
+    def make(name: str = "taro", **settings: Any) -> VirtualCard:
         image = read_image(CARDS / f"{name}.json")
         for key in settings:
             if not hasattr(image.settings, key):

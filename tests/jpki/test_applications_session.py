@@ -62,7 +62,7 @@ NEW_APPLICATIONS = ("card-face", "juki", "common", "card")
 def collation_b_of(card: VirtualCard) -> str:
     """Collation number B of a fixture card for TARO, from what its issuer recorded."""
     metadata = card.image.metadata
-    return BIRTH_DATE_KEY + metadata["card_expiry"][:4] + metadata["security_code"]
+    return BIRTH_DATE_KEY + str(metadata["card_expiry"])[:4] + str(metadata["security_code"])
 
 
 class Recording:

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from jpki import certificates
 from jpki.certificates import CertificateKind
 from jpki.cvc import KeyId
 from jpki.issuer import profile
@@ -326,8 +327,8 @@ def test_sex_and_birth_date_codes(sex: Sex, code: str) -> None:
         for name in profile.holder_alternative_names(holder)
         if isinstance(name, x509.OtherName)
     }
-    assert values[profile.SEX_OID.dotted_string] == b"\x0c\x01" + code.encode()
-    assert values[profile.BIRTH_DATE_OID.dotted_string] == b"\x0c\x09520190501"
+    assert values[certificates.SEX_OID.dotted_string] == b"\x0c\x01" + code.encode()
+    assert values[certificates.BIRTH_DATE_OID.dotted_string] == b"\x0c\x09520190501"
 
 
 def test_signature_issuer_alternative_name_and_crl_partition(
