@@ -383,15 +383,10 @@ def face_image(card_file: Path | None, output: Path, force: bool, forged: str | 
     face_ef = image.contents("card-face").files.get(CardFaceFile.FACE)
     if face_ef is None or "holder" not in image.metadata:
         raise CardImageError("this card has no card-face AP (made by an older jpki?)")
-    holder = Holder.from_json(image.metadata["holder"])
-    front = CardFront(
-        name=holder.name,
-        address=holder.address,
-        birth_date=holder.birth_date,
-        era=holder.era,
-        sex=holder.sex.value,
-        card_expiry=datetime.date.fromisoformat(image.metadata["card_expiry"]),
-        security_code=image.metadata["security_code"],
+    front = CardFront.of(
+        Holder.from_json(image.metadata["holder"]),
+        datetime.date.fromisoformat(image.metadata["card_expiry"]),
+        image.metadata["security_code"],
     )
     if forged == "mismatch":
         front = _mismatched(front)

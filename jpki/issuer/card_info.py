@@ -18,19 +18,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jpki.attributes import (
+    ADDRESS_TAG,
+    ATTRIBUTES_TAG,
+    BIRTH_DATE_TAG,
+    MY_NUMBER_TAG,
+    NAME_TAG,
+    OFFSETS_TAG,
+    SEX_TAG,
+)
 from jpki.issuer.holder import ERAS, UNKNOWN_ERA, Holder
 from jpki.tlv import expect as _expect
 from jpki.tlv import length as _length
 from jpki.tlv import tlv as _tlv
 
-# Tags. The card writes them as two-byte BER tags even where one byte would do.
-MY_NUMBER_TAG = b"\xff\x10"
-ATTRIBUTES_TAG = b"\xff\x20"
-OFFSETS_TAG = b"\xdf\x21"
-NAME_TAG = b"\xdf\x22"
-ADDRESS_TAG = b"\xdf\x23"
-BIRTH_DATE_TAG = b"\xdf\x24"
-SEX_TAG = b"\xdf\x25"
+# Tags. The card writes them as two-byte BER tags even where one byte would do (those of EF
+# 0001 and 0002 are the shared parser's, jpki.attributes).
 INTEGRITY_TAG = b"\xff\x30"
 MY_NUMBER_HASH_TAG = b"\xdf\x31"
 ATTRIBUTES_HASH_TAG = b"\xdf\x32"

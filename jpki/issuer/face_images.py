@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from jpki.errors import BadValueError
-from jpki.issuer.holder import ERAS, UNKNOWN_ERA
+from jpki.issuer.holder import ERAS, UNKNOWN_ERA, Holder
 
 FONT_PACKAGE = "fonts-ipaexfont-gothic"
 # Where Debian puts a Japanese gothic (sans-serif) font; the first one found is used.
@@ -254,6 +254,19 @@ class CardFront:
     sex: str  # "male", "female" or "not-applicable"
     card_expiry: datetime.date
     security_code: str
+
+    @classmethod
+    def of(cls, holder: Holder, card_expiry: datetime.date, security_code: str) -> CardFront:
+        """The front of `holder`'s card."""
+        return cls(
+            name=holder.name,
+            address=holder.address,
+            birth_date=holder.birth_date,
+            era=holder.era,
+            sex=holder.sex.value,
+            card_expiry=card_expiry,
+            security_code=security_code,
+        )
 
     def __post_init__(self) -> None:
         if self.sex not in SEX_MARKS:

@@ -327,15 +327,7 @@ def test_ocr_of_the_front_gives_the_chips_collation_number_b(
         my_number="123456789018",
         birth_era=era,
     )
-    front = CardFront(
-        name=holder.name,
-        address=holder.address,
-        birth_date=holder.birth_date,
-        era=holder.era,
-        sex=holder.sex.value,
-        card_expiry=expiry,
-        security_code=code,
-    )
+    front = CardFront.of(holder, expiry, code)
     png = face_images.card_front_image(front, face_images.synthetic_photo(name))
 
     read = read_front(ocr(png))
