@@ -19,6 +19,7 @@ from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret
 from cli.options import card_file_option, card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
+from jpki import clock
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.card_contents import DEFAULT_TOKEN_LABEL, TOKEN_LABELS
 from jpki.issuer.holder import Holder, Sex, with_check_digit
@@ -186,7 +187,7 @@ def create(
         municipality_code=municipality_code,
         birth_era=birth_era,
     )
-    needs_signature = holder.age_on(datetime.date.today()) >= SIGNATURE_CERTIFICATE_MIN_AGE
+    needs_signature = holder.age_on(clock.today()) >= SIGNATURE_CERTIFICATE_MIN_AGE
     auth_pin = auth_pin if auth_pin is not None else _prompt_pin(Pin.AUTH)
     if needs_signature and sign_pin is None:
         sign_pin = _prompt_pin(Pin.SIGN)
@@ -235,7 +236,7 @@ def _create_sample(
             f"no sample {name!r} (jpki card samples lists them)", param_hint="--sample"
         ) from None
     ca = load_or_create_ca(ca_directory(), production_dn)
-    image = chosen.issue(ca, datetime.datetime.now(datetime.UTC), settings=settings, forged=forged)
+    image = chosen.issue(ca, clock.now(), settings=settings, forged=forged)
     FileStore.create(path, image)
     click.echo(f"Created sample card {name!r} at {path}: {chosen.description}")
 
@@ -247,7 +248,7 @@ def samples(as_json: bool) -> None:
     from jpki.issuer.samples import SAMPLES
 
     if as_json:
-        today = datetime.datetime.now(datetime.UTC).date()  # as `card create --sample` issues
+        today = clock.today()  # as `card create --sample` issues
         listed = [
             {
                 "name": sample.name,

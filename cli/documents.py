@@ -16,8 +16,10 @@ from cli.context import card_session, pin_value, trust_store
 from cli.exits import Exit
 from cli.options import card_option, pin_option
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
+from jpki import clock
 from jpki.certificates import CertificateKind, basic_attributes, readable_name
 from jpki.client.signing import answer_login, sign_document
+from jpki.errors import BadValueError
 from jpki.relying_party.documents import verify_document
 from jpki.relying_party.login import new_challenge, verify_login
 from jpki.relying_party.verify import Revocation, VerificationError, VerifiedCertificate
@@ -42,12 +44,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime:
     if value is None:
-        return datetime.datetime.now(datetime.UTC)
+        return clock.now()
     try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter("an ISO 8601 time, e.g. 2030-01-01T09:00:00+09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+        return clock.parse_time(value)
+    except BadValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 at_option = click.option(

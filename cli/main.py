@@ -85,18 +85,32 @@ def _exit_code(error: BaseException) -> Exit | None:
 )
 @reader_option
 @click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Run as if it were TIME (ISO 8601; default $JPKI_NOW, else now): card, CA and verifier "
+    "share this clock, and a server keeps time from it.",
+)
+@click.option(
     "-v",
     "--verbose",
     count=True,
     help="Trace APDUs on stderr, PINs redacted (-vv: also the virtual card's own log).",
 )
 @click.pass_context
-def cli(ctx: click.Context, card_path: Path | None, verbose: int) -> None:
+def cli(ctx: click.Context, card_path: Path | None, at: str | None, verbose: int) -> None:
     """Work with a My Number card (virtual, or real in a reader) and the JPKI test CA.
 
     Shell completion: eval "$(_JPKI_COMPLETE=bash_source jpki)" (zsh_source, fish_source).
     """
     ctx.ensure_object(CliState).card_path = card_path
+    if at is not None:
+        from jpki import clock  # light: the standard library only
+
+        try:
+            clock.set_now(clock.parse_time(at, "--at"))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--at") from None
     if verbose:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
         for name in ("jpki", "cli") + (("card_emulator",) if verbose > 1 else ()):

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jpki import clock
 from jpki.errors import JpkiError
 
 Signer = Callable[[bytes], bytes]
@@ -208,7 +209,7 @@ def verify_signed_data(p7s: bytes, data: bytes | None) -> SignedDocument:
 
 def _signing_time(when: datetime.datetime | None) -> datetime.datetime:
     if when is None:
-        when = datetime.datetime.now(datetime.UTC)
+        when = clock.now()
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError("signing_time must be timezone-aware")
     # neither UTCTime nor DER GeneralizedTime as signers write it carries fractions of a second

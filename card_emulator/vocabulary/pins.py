@@ -91,3 +91,48 @@ class Pin(enum.Enum):
     @classmethod
     def named(cls, key: str) -> Pin:
         return next(pin for pin in cls if pin.key == key)
+
+    @property
+    def lock(self) -> Lock:
+        """What this key reference protects and who can unlock it (lifecycle.md §2)."""
+        return LOCKS[self]
+
+
+WINDOW = "the municipal window"
+STORE = "a convenience store (within 24 hours of a reservation made with the other JPKI secret)"
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Why a blocked key reference matters and how it is unblocked."""
+
+    protects: str
+    channels: tuple[str, ...]
+    value_from_face: bool = False  # the window can only unblock it: its value is printed
+
+
+LOCKS = {
+    Pin.AUTH: Lock("logging in (the authentication key)", (WINDOW, STORE)),
+    Pin.SIGN: Lock("signing (the signature key and certificate)", (WINDOW, STORE)),
+    Pin.CARD_INFO: Lock("the my number and the four attributes (card-info AP)", (WINDOW,)),
+    Pin.CARD_INFO_A: Lock("reading the my number without the PIN", (WINDOW,), True),
+    Pin.CARD_INFO_B: Lock("reading the four attributes without the PIN", (WINDOW,), True),
+    Pin.FACE_A: Lock("the card face and the my-number image", (WINDOW,), True),
+    Pin.FACE_B: Lock("the card face (PIN-less identity checks)", (WINDOW,), True),
+    Pin.BIRTH_DATE: Lock("the age record (age checks)", (WINDOW,), True),
+    Pin.JUKI: Lock("resident-registry services (住基AP)", (WINDOW,)),
+    Pin.COMMON: Lock("common-card services (共通AP)", (WINDOW,)),
+}
+
+# The names every window and store command takes, and the key references each one resets
+# (a collation number lives in two APs; the 住基 PIN is reset with the common AP's).
+TARGETS: dict[str, tuple[Pin, ...]] = {
+    "auth": (Pin.AUTH,),
+    "sign": (Pin.SIGN,),
+    "card-info": (Pin.CARD_INFO,),
+    "collation-a": (Pin.CARD_INFO_A, Pin.FACE_A),
+    "collation-b": (Pin.CARD_INFO_B, Pin.FACE_B),
+    "birth-date": (Pin.BIRTH_DATE,),
+    "juki": (Pin.JUKI, Pin.COMMON),
+    "common": (Pin.COMMON,),
+}

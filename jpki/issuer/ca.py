@@ -78,7 +78,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki import cvc
+from jpki import clock, cvc
 from jpki.certificates import CertificateKind, issued_by, parse_whole
 from jpki.durable import make_private_directories, remove_leftovers, write_atomically
 from jpki.errors import BadValueError, JpkiError
@@ -571,7 +571,7 @@ def existing_ca_files(directory: Path) -> tuple[str, ...]:
 
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC) if now is None else now
+    return clock.now() if now is None else now
 
 
 # --- ca.sqlite -------------------------------------------------------------------------------

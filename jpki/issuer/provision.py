@@ -20,7 +20,7 @@ from card_emulator.state.pin_reference import DEFAULT_ITERATIONS, PinReference
 from card_emulator.vocabulary.identifiers import CardFaceFile, CardInfoFile, CommonFile, JpkiFile
 from card_emulator.vocabulary.keys import Certificate
 from card_emulator.vocabulary.pins import Pin
-from jpki import certificates
+from jpki import certificates, clock
 from jpki.errors import BadValueError
 from jpki.issuer import card_face, card_info, card_level, face_images
 from jpki.issuer.ca import TestCA
@@ -78,7 +78,7 @@ def provision_card(
     check refuses ("face-signature": the face record's signature does not verify; "cvc": the
     records are signed by a key the card-verifiable certificate does not certify).
     """
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or clock.now()
     with_signature = with_certificates and (
         holder.age_on(now.date()) >= SIGNATURE_CERTIFICATE_MIN_AGE
     )

@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from jpki import clock
 from jpki.certificates import CertificateKind, ocsp_issuer_hashes
 from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationReason
 from jpki.issuer.profile import require_aware
@@ -43,7 +44,7 @@ class IssuerRecord(Protocol):
 
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
-    moment = datetime.datetime.now(UTC) if now is None else require_aware(now)
+    moment = clock.now() if now is None else require_aware(now)
     # CRLs and OCSP responses carry whole seconds.
     return moment.astimezone(UTC).replace(microsecond=0)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from jpki import clock
 from jpki.certificates import (
     CertificateKind,
     authority_key_id,
@@ -180,7 +181,7 @@ def verify_certificate(
     revocation: Revocation = NO_REVOCATION_CHECK,
 ) -> VerifiedCertificate:
     """Check `certificate` for `purpose` at time `at` (default now); raise VerificationError."""
-    at = at or datetime.datetime.now(datetime.UTC)
+    at = at or clock.now()
     issuer = trust.issuer_of(certificate)
     if issuer is None:
         raise VerificationError(
