@@ -11,6 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "VirtualCard": "card_emulator.transports.memory",
+    "AdministratorKey": "card_emulator.state.administrator",
     "CardImage": "card_emulator.state.image",
     "CardSettings": "card_emulator.state.image",
     "CardEmulatorError": "card_emulator.errors",

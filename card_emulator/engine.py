@@ -1,13 +1,16 @@
 """The generic ISO 7816-4 command engine: takes command APDU bytes, returns response APDU bytes.
 
 It knows commands and the file model, not any particular application: those come as data
-(`card_emulator.profiles`), their contents and PIN counters from the durable store.
+(`card_emulator.applications`), their contents and PIN counters from the durable store. It also
+answers the emulator's administration APDUs (lifecycle.md §6), and warns on the logger
+`card_emulator.trace` when a client burns tries (never showing a value).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,6 +25,7 @@ from card_emulator.applications.model import (
     Never,
     PinFile,
     RecordFile,
+    ResetRule,
 )
 from card_emulator.applications.registry import (
     APPLICATIONS,
@@ -33,6 +37,7 @@ from card_emulator.signing import SignatureScheme, accepts_length, sign
 from card_emulator.state.image import ApplicationContents
 from card_emulator.state.pin_reference import PinReference
 from card_emulator.state.store import CardStore
+from card_emulator.vocabulary.administration import CHALLENGE_LENGTH, PROOF_LENGTH, ResetMode
 from card_emulator.vocabulary.apdu import (
     INS,
     CommandApdu,
@@ -46,9 +51,15 @@ from card_emulator.vocabulary.identifiers import (
     CardData,
     CardFaceFile,
 )
+from card_emulator.vocabulary.pins import Pin, PinRule
 from card_emulator.vocabulary.sw import SW, describe, retries_left_sw
 
 log = logging.getLogger(__name__)
+# Warnings for the APDU trace when a client burns tries (never a PIN value). The NullHandler
+# keeps them off stderr until a program configures logging (`jpki -v`).
+TRACE_LOGGER = "card_emulator.trace"
+trace = logging.getLogger(TRACE_LOGGER)
+trace.addHandler(logging.NullHandler())
 
 CLA_PROPRIETARY = 0x80
 CLA_FURTHER_INTERINDUSTRY = 0x40
@@ -78,6 +89,9 @@ SFI_RESERVED = 0x1F
 SIMPLE_TLV_LONG_LENGTH = 0xFF  # a simple-TLV length of FF is followed by two bytes
 SHORT_LE_MAX = 256
 INTERNAL_AUTHENTICATE_MAX = 255
+# The administration APDUs (lifecycle.md §6): 6D00 when the card's `admin_apdus` setting is off.
+ADMINISTRATION_INS = frozenset({INS.EXTERNAL_AUTHENTICATE, INS.RESET_RETRY_COUNTER})
+ORDINALS = {2: "second", 3: "third", 4: "fourth", 5: "fifth"}
 
 FileT = TypeVar("FileT", BinaryFile, PinFile, KeyFile)
 
@@ -101,6 +115,10 @@ class CardEngine:
         self._current_ef: CardFile | None = None
         self._security_application: str | None = None  # whose PINs `_verified` refers to
         self._verified: set[int] = set()
+        self._challenge: bytes | None = None  # R: the last 16-byte GET CHALLENGE in this AP
+        self._administrator = False  # a right EXTERNAL AUTHENTICATE in this AP
+        # Wrong VERIFYs per (application, EF) in this power session, for the trace's warnings.
+        self._wrong_verifies: Counter[tuple[str, int]] = Counter()
         self._handlers: dict[int, Callable[[CommandApdu], bytes]] = {
             INS.SELECT: self._select,
             INS.READ_BINARY: self._read_binary,
@@ -113,6 +131,8 @@ class CardEngine:
             INS.GET_DATA: self._get_data,
             INS.SET_SESSION_KEY: self._set_session_key,
             INS.CHANGE_KEY: self._change_reference_data,
+            INS.EXTERNAL_AUTHENTICATE: self._external_authenticate,
+            INS.RESET_RETRY_COUNTER: self._reset_retry_counter,
         }
 
     # Power ---------------------------------------------------------------------------------
@@ -124,6 +144,7 @@ class CardEngine:
     def power_on(self) -> bytes:
         if not self.powered:
             self._clear_security_state()
+            self._wrong_verifies.clear()
         self.powered = True
         self._current_df = self._current_ef = None
         return self.atr
@@ -132,18 +153,28 @@ class CardEngine:
         self.powered = False
         self._current_df = self._current_ef = None
         self._clear_security_state()
+        self._wrong_verifies.clear()
 
     def reset(self) -> bytes:
-        """Warm reset: back to the MF; the security state survives unless the settings say not."""
+        """Warm reset: back to the MF; the verified PINs survive unless the settings say not, the
+        challenge and the administrator state never do."""
         self._current_df = self._current_ef = None
         if not self.powered or not self.store.image.settings.warm_reset_keeps_security_state:
             self._clear_security_state()
+        if not self.powered:
+            self._wrong_verifies.clear()
+        self._forget_administration()
         self.powered = True
         return self.atr
 
     def _clear_security_state(self) -> None:
         self._security_application = None
         self._verified.clear()
+        self._forget_administration()
+
+    def _forget_administration(self) -> None:
+        self._challenge = None
+        self._administrator = False
 
     # Dispatch ------------------------------------------------------------------------------
 
@@ -178,7 +209,9 @@ class CardEngine:
         if cla & CLA_CHANNEL:
             raise StatusError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
         handler = self._handlers.get(command.ins)
-        if handler is None:
+        if handler is None or (
+            command.ins in ADMINISTRATION_INS and not self.store.image.settings.admin_apdus
+        ):
             raise StatusError(SW.INS_NOT_SUPPORTED)
         if cla & CLA_SECURE_MESSAGING:
             if command.ins in (INS.READ_BINARY, INS.VERIFY):
@@ -336,9 +369,39 @@ class CardEngine:
             reference.tries_left = settings.max_tries(pin_file.rule)
             self.store.commit_counters(sync=False)
             self._verified.add(pin_file.fid)
+            self._wrong_verifies.pop(self._key_reference(pin_file), None)
             return b""
         self._verified.discard(pin_file.fid)
+        self._trace_wrong_verify(pin_file, command.data, reference.tries_left)
         raise StatusError(retries_left_sw(reference.tries_left))
+
+    def _key_reference(self, pin_file: PinFile) -> tuple[str, int]:
+        assert self._current_df is not None
+        return self._current_df.name, pin_file.fid
+
+    def _trace_wrong_verify(self, pin_file: PinFile, value: bytes, tries_left: int) -> None:
+        """Warn, one line each, when a client burns tries: a value shaped like another key
+        reference's, or a repeated wrong value in this power session. Never the value itself."""
+        assert self._current_df is not None
+        where = f"VERIFY of the {pin_file.description} ({self._current_df.label})"
+        shapes = _shaped_like_others(value, pin_file.rule)
+        if shapes:
+            trace.warning(
+                "%s: the value is shaped like the %s, not like this key reference (%s); "
+                "%d tries left",
+                where,
+                shapes,
+                pin_file.rule.describe(),
+                tries_left,
+            )
+        key = self._key_reference(pin_file)
+        self._wrong_verifies[key] += 1
+        count = self._wrong_verifies[key]
+        if count >= 2:
+            ordinal = ORDINALS.get(count, f"{count}th")
+            trace.warning(
+                "%s: the %s wrong value in this session; %d tries left", where, ordinal, tries_left
+            )
 
     def _change_reference_data(self, command: CommandApdu) -> bytes:
         """CHANGE REFERENCE DATA (`00 24 01`), or CHANGE KEY (`80 32 00`) where the AP uses it."""
@@ -462,7 +525,86 @@ class CardEngine:
             raise StatusError(SW.CONDITIONS_OF_USE_NOT_SATISFIED)
         if command.data or command.le is None:
             raise StatusError(SW.WRONG_LENGTH)
-        return os.urandom(command.le)
+        challenge = os.urandom(command.le)
+        # Only a challenge of exactly 16 bytes can be proved; any other length forgets R.
+        self._challenge = challenge if command.le == CHALLENGE_LENGTH else None
+        return challenge
+
+    # Administration (lifecycle.md §6) ----------------------------------------------------
+
+    def _external_authenticate(self, command: CommandApdu) -> bytes:
+        """`00 82 00 00 10 <AES-CMAC(K, R ‖ AID)>`: the administrator proves the card's key for
+        the last 16-byte challenge of this AP, which it consumes whatever the outcome."""
+        challenge, self._challenge = self._challenge, None
+        if command.p1 or command.p2:
+            raise StatusError(SW.INCORRECT_P1_P2)
+        if len(command.data) != PROOF_LENGTH or command.le is not None:
+            raise StatusError(SW.WRONG_LENGTH)
+        admin = self.store.image.admin
+        if challenge is None or self._current_df is None or admin is None:
+            raise StatusError(SW.CONDITIONS_OF_USE_NOT_SATISFIED)  # no usable R, or no key
+        if admin.blocked:
+            raise StatusError(SW.AUTHENTICATION_METHOD_BLOCKED)
+        # As for a PIN: the decrement is durable before the comparison.
+        admin.tries_left -= 1
+        self.store.commit_counters()
+        if admin.proves(challenge, self._current_df.aid, command.data):
+            admin.restore()
+            self.store.commit_counters(sync=False)
+            self._administrator = True
+            return b""
+        self._administrator = False
+        raise StatusError(retries_left_sw(admin.tries_left))
+
+    def _reset_retry_counter(self, command: CommandApdu) -> bytes:
+        """`00 2C 03 <key>` (unblock: counter to its maximum, value kept) or `00 2C 02 <key> Lc
+        <new value>` (new value, counter to its maximum), after the administrator's proof. The
+        key is not verified by it: the holder VERIFYs afterwards."""
+        if not self._administrator:
+            raise StatusError(SW.SECURITY_STATUS_NOT_SATISFIED)
+        try:
+            mode = ResetMode(command.p1)
+        except ValueError:
+            raise StatusError(SW.INCORRECT_P1_P2) from None
+        if (mode is ResetMode.NEW_VALUE) != bool(command.data) or command.le is not None:
+            raise StatusError(SW.WRONG_LENGTH)
+        pin_file = self._referenced(command.p2, PinFile)
+        if pin_file.reset is ResetRule.NEVER:
+            raise StatusError(SW.CONDITIONS_OF_USE_NOT_SATISFIED)
+        if mode is ResetMode.NEW_VALUE and pin_file.reset is not ResetRule.NEW_VALUE_OR_UNBLOCK:
+            raise StatusError(SW.CONDITIONS_OF_USE_NOT_SATISFIED)  # printed on the card face
+        if mode is ResetMode.NEW_VALUE and not pin_file.rule.accepts(command.data):
+            raise StatusError(SW.INCORRECT_DATA)
+        reference = self._reference(pin_file)
+        reference.tries_left = self.store.image.settings.max_tries(pin_file.rule)
+        self._verified.discard(pin_file.fid)
+        self._wrong_verifies.pop(self._key_reference(pin_file), None)
+        if mode is ResetMode.NEW_VALUE:
+            reference.replace(command.data)
+            self.store.commit()  # the image (new value) and then the counters
+        else:
+            self.store.commit_counters()  # acknowledged only once durable
+        return b""
+
+
+def _shaped_like_others(value: bytes, rule: PinRule) -> str:
+    """The key references whose rule `value` follows when it breaks `rule`, e.g. `authentication
+    PIN, card-info PIN, 住基 PIN or common AP PIN (exactly 4 digits)`; empty if none."""
+    if rule.accepts(value):
+        return ""
+    by_rule: dict[PinRule, list[str]] = {}
+    for pin in Pin:
+        if pin.rule != rule and pin.rule.accepts(value):
+            labels = by_rule.setdefault(pin.rule, [])
+            if pin.label not in labels:
+                labels.append(pin.label)
+    return " or the ".join(
+        f"{_alternatives(labels)} ({other.describe()})" for other, labels in by_rule.items()
+    )
+
+
+def _alternatives(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
 
 
 def _simple_tlv_records(data: bytes) -> list[bytes]:

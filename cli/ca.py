@@ -1,4 +1,5 @@
-"""`jpki ca …`: the test CA — create it, revoke certificates, publish CRLs, serve OCSP."""
+"""`jpki ca …`: the test CA — create it, roll it over to a new generation, revoke certificates,
+publish CRLs, serve OCSP."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from card_emulator.vocabulary.keys import Key
 from cli.options import card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
 from jpki.certificates import CertificateKind
-from jpki.issuer.ca import RevocationReason, TestCA
+from jpki.issuer.ca import (
+    CertificateAuthority,
+    RevocationReason,
+    TestCA,
+    certificate_file,
+    generation_directory,
+)
 from jpki.issuer.profile import DEFAULT_OCSP_URL
 from jpki.issuer.revocation import build_crl
 from jpki.issuer.server import REQUEST_DEADLINE_SECONDS, make_server
@@ -78,23 +85,101 @@ def revoke(
             f"Revoke certificate {number:X} ({reason})? This cannot be undone", abort=True
         )
     entry = ca_state.revoke(number, RevocationReason(reason))
-    click.echo(f"Revoked {entry.kind.value} certificate {number:X} ({reason})")
+    click.echo(
+        f"Revoked {entry.kind.value} certificate {number:X} ({reason}; CA generation "
+        f"{entry.generation})"
+    )
 
 
-@ca.command()
+def _key_id(authority: CertificateAuthority) -> str:
+    """As `openssl x509 -text` shows a key identifier (and a certificate's authority key id)."""
+    return authority.key_id.hex(":").upper()
+
+
+def _certificate_path(authority: CertificateAuthority) -> Path:
+    directory = generation_directory(ca_directory(), authority.generation)
+    return directory / certificate_file(authority.kind)
+
+
+@ca.command(
+    epilog="""\b
+Example:
+  $ jpki ca rollover
+  Generation 2 of the test CA in ~/.jpki/ca issues from now on (valid to 2036-11-27)
+    sign CA  key id 5F:0A:…  ~/.jpki/ca/generations/2/signature-ca.pem
+    auth CA  key id C3:91:…  ~/.jpki/ca/generations/2/authentication-ca.pem
+
+\b
+The CA certificates of each generation (PEM, to pin with --ca-cert):
+  generation 1  $JPKI_HOME/ca/signature-ca.pem, $JPKI_HOME/ca/authentication-ca.pem
+  generation N  $JPKI_HOME/ca/generations/N/signature-ca.pem, …/authentication-ca.pem
+`jpki ca generations` lists them."""
+)
+def rollover() -> None:
+    """Make a new CA generation, which issues every certificate from now on.
+
+    The new signature and authentication CAs have the DNs of the others and new keys, valid
+    ten years. Certificates issued before stay valid: their generation keeps answering OCSP
+    and signing its CRL (`jpki ca crl sign --generation 1`). Verifiers without --ca-cert trust
+    every generation in $JPKI_HOME/ca; one that pins only an old generation's certificates
+    rejects new cards until it pins the new ones too (--ca-cert is repeatable).
+    """
+    generation = TestCA.load(ca_directory()).rollover()
+    ends = generation.signature.certificate.not_valid_after_utc
+    click.echo(
+        f"Generation {generation.number} of the test CA in {ca_directory()} issues from now on "
+        f"(valid to {ends:%Y-%m-%d})"
+    )
+    for authority in generation.authorities:
+        click.echo(
+            f"  {authority.kind.key} CA  key id {_key_id(authority)}  "
+            f"{_certificate_path(authority)}"
+        )
+
+
+@ca.command(epilog="Example: jpki ca generations")
+def generations() -> None:
+    """List the CA generations: key ids, validity and certificate files (the newest issues)."""
+    test_ca = TestCA.load(ca_directory())
+    for generation in test_ca.generations:
+        certificate = generation.signature.certificate
+        current = "  (issues)" if generation is test_ca.current else ""
+        click.echo(
+            f"Generation {generation.number}: {certificate.not_valid_before_utc:%Y-%m-%d} to "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d}{current}"
+        )
+        for authority in generation.authorities:
+            click.echo(
+                f"  {authority.kind.key} CA  key id {_key_id(authority)}  "
+                f"{_certificate_path(authority)}"
+            )
+
+
+@ca.command(epilog="Example: jpki ca crl sign --generation 1 -o sign-1.crl")
 @click.argument("which", type=click.Choice(KINDS))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=output_help)  # fmt: skip
 @force_option
 @click.option("--pem", is_flag=True, help="PEM instead of DER.")
-def crl(which: str, output: Path, force: bool, pem: bool) -> None:
-    """Write a fresh CRL of the sign or auth CA."""
+@click.option("--generation", type=click.IntRange(min=1),
+              help="The CA generation whose CRL (default: the current one).")  # fmt: skip
+def crl(which: str, output: Path, force: bool, pem: bool, generation: int | None) -> None:
+    """Write a fresh CRL of the sign or auth CA: one generation's, listing the revoked
+    certificates that generation issued, signed by its key."""
     check_output(output, force)
-    revocation_list = build_crl(TestCA.load(ca_directory()), CertificateKind.named(which))
+    test_ca = TestCA.load(ca_directory())
+    if generation is not None and generation > len(test_ca.generations):
+        raise click.BadParameter(
+            f"the test CA has generations 1 to {len(test_ca.generations)}",
+            param_hint="--generation",
+        )
+    number = test_ca.current.number if generation is None else generation
+    revocation_list = build_crl(test_ca, CertificateKind.named(which), generation=number)
     encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
     write_output(output, revocation_list.public_bytes(encoding))
     click.echo(
-        f"Wrote the {which} CA's CRL ({len(list(revocation_list))} revoked) to {output}",
+        f"Wrote the {which} CA's CRL (generation {number}, {len(list(revocation_list))} revoked) "
+        f"to {output}",
         err=output == STDOUT,
     )
 
@@ -120,7 +205,9 @@ def cvc_root(output: Path, force: bool) -> None:
               type=click.FloatRange(min=0.1),
               help="Seconds a whole request may take to arrive.")  # fmt: skip
 def serve(host: str, port: int, deadline: float) -> None:
-    """Serve OCSP (POST /ocsp) and CRLs (/crl/signature.crl, /crl/authentication.crl)."""
+    """Serve OCSP for every CA generation (POST /ocsp) and CRLs: the current generation's at
+    /crl/signature.crl and /crl/authentication.crl, generation N's at /crl/signature-N.crl and
+    /crl/authentication-N.crl."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with make_server(ca_directory(), host, port, deadline) as server:
         click.echo(

@@ -19,6 +19,7 @@ from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret
 from cli.options import card_file_option, card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
+from cli.pin import lock_lines
 from jpki import clock
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.card_contents import DEFAULT_TOKEN_LABEL, TOKEN_LABELS
@@ -30,7 +31,6 @@ from jpki.issuer.provision import (
     card_summary,
     check_pin,
     provision_card,
-    unblock_pin,
 )
 from jpki.paths import ca_directory
 
@@ -306,11 +306,13 @@ def _format_summary(summary: dict[str, Any]) -> str:
     if not summary["certificates"]:
         lines.append("  none (the holder declined the JPKI certificates)")
     lines.append("PINs")
-    for pin in summary["pins"].values():
+    for key, pin in summary["pins"].items():
         state = (
             "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
         )
         lines.append(f"  {pin['application']:<10} {pin['label']:<20} {state}")
+        if pin["blocked"]:
+            lines.extend(f"    {line}" for line in lock_lines(Pin.named(key)))
     return "\n".join(lines)
 
 
@@ -319,13 +321,11 @@ def _format_summary(summary: dict[str, Any]) -> str:
 @click.argument("which", type=click.Choice([pin.key for pin in Pin]))
 @click.option("--new-pin", help="Also set a new PIN value (as the office does after a lockout).")
 def unblock(card_file: Path | None, which: str, new_pin: str | None) -> None:
-    """Restore a PIN's tries, as a municipal office does for a locked card."""
-    store = FileStore.open(card_path(card_file))
-    try:
-        unblock_pin(store.image, Pin.named(which), new_pin)
-        store.commit()
-    finally:
-        store.close()
+    """Restore a PIN's tries, as a municipal office does for a locked card (the same as
+    `jpki window unblock`, by key reference; recorded in the card's history)."""
+    from jpki.issuer.window import unblock_key_reference
+
+    unblock_key_reference(card_path(card_file), Pin.named(which), clock.now(), new_pin)
     click.echo(f"{Pin.named(which).label} unblocked")
 
 
@@ -402,3 +402,12 @@ def _mismatched(front: CardFront) -> CardFront:
     other_day = front.birth_date + datetime.timedelta(days=1)
     other_code = f"{(int(front.security_code) + 5555) % 10000:04d}"
     return dataclasses.replace(front, birth_date=other_day, security_code=other_code)
+
+
+from cli import lifecycle as lifecycle_commands  # noqa: E402  (the window's, in their own module)
+
+card.add_command(lifecycle_commands.renew)
+card.add_command(lifecycle_commands.change)
+card.add_command(lifecycle_commands.suspend)
+card.add_command(lifecycle_commands.revoke)
+card.add_command(lifecycle_commands.history)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -93,26 +94,33 @@ def pin_value(given: str | None, label: str) -> str:
 
 def trusted_ca_directory() -> Path:
     """$JPKI_HOME/ca, whose anchors are trusted by default; refused (a test CA error, exit 4)
-    when others could replace them (a group- or world-writable directory)."""
-    from jpki.issuer.ca import CAError
+    when others could replace them (a group- or world-writable directory, its own or a CA
+    generation's)."""
+    from jpki.issuer.ca import GENERATIONS_DIRECTORY, CAError
 
     directory = ca_directory()
-    if directory.is_dir() and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CAError(
-            f"{directory} is group- or world-writable: anyone could put their own anchors among "
-            f"the trusted ones (chmod go-w {directory})"
-        )
+    generations = directory / GENERATIONS_DIRECTORY
+    checked = [directory, generations]
+    with contextlib.suppress(OSError):
+        checked.extend(sorted(path for path in generations.iterdir() if path.is_dir()))
+    for path in checked:
+        if path.is_dir() and path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CAError(
+                f"{path} is group- or world-writable: anyone could put their own anchors "
+                f"among the trusted ones (chmod go-w {path})"
+            )
     return directory
 
 
 def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
-    """Pinned CA certificates: the --ca-cert files, else the test CA in $JPKI_HOME/ca.
+    """Pinned CA certificates: the --ca-cert files, else the test CA in $JPKI_HOME/ca, every
+    generation of it (the `*-ca.pem` files there and in generations/N/).
 
     A damaged anchor, or one that others could have replaced (in a group- or world-writable
     file or directory), is refused as a test CA error (exit 4), naming the file.
     """
     # Here: commands that trust nothing never load the issuer nor the verifier.
-    from jpki.issuer.ca import CAError
+    from jpki.issuer.ca import CAError, generation_certificate_files
     from jpki.relying_party.verify import TrustAnchorError, TrustStore
 
     try:
@@ -124,6 +132,11 @@ def trust_store(ca_certificates: tuple[Path, ...]) -> TrustStore:
             raise click.UsageError(
                 f"no CA certificates to trust: give --ca-cert, or create {directory}"
             )
-        return TrustStore.from_files(pinned)
+        later = [
+            path
+            for path in generation_certificate_files(directory)
+            if path.parent != directory  # generation 1: the `*-ca.pem` files above
+        ]
+        return TrustStore.from_files([*pinned, *later])
     except TrustAnchorError as error:
         raise CAError(str(error)) from None

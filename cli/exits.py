@@ -15,3 +15,4 @@ class Exit(enum.IntEnum):
     PIN = 6  # a PIN wrong (with the tries left), blocked, or needed
     CARD = 7  # the card answered an error, went away, or no reader has it
     UNKNOWN = 8  # a revocation status that could not be established
+    REFUSED = 9  # the rules refuse it: a store reset unreserved, a PIN that channel cannot reset

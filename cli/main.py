@@ -29,6 +29,8 @@ COMMANDS = {
     "login": ("cli.documents", "login", "Log in as a relying party sees it."),
     "serve": ("cli.pcsc", "serve", "Serve cards in vpcd reader slots (PC/SC)."),
     "readers": ("cli.pcsc", "readers", "List PC/SC readers and whether each holds a card."),
+    "window": ("cli.window", "window", "The municipal window: unblock or reset any PIN."),
+    "store": ("cli.store", "store", "The convenience store: reset a JPKI PIN with the other."),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from card_emulator.vocabulary.pins import Pin
+from card_emulator.vocabulary.pins import STORE, TARGETS, Pin
 from cli.context import ask_secret, card_session, pin_value
 from cli.options import card_option
 from jpki.client.errors import ApduError
@@ -27,6 +27,31 @@ def _padded(text: str, width: int) -> str:
     """`text` padded to `width` terminal columns (住基 takes four, not two)."""
     columns = sum(2 if unicodedata.east_asian_width(c) in WIDE else 1 for c in text)
     return text + " " * max(width - columns, 0)
+
+
+def window_target(pin: Pin) -> str:
+    """The window's name for the target that holds `pin` (its own, else the pair it is in)."""
+    return next(
+        (name for name, pins in TARGETS.items() if pins == (pin,)),
+        next(name for name, pins in TARGETS.items() if pin in pins),
+    )
+
+
+def lock_lines(pin: Pin) -> list[str]:
+    """What a blocked key reference protects and each channel that unlocks it, with the
+    command that does it: one line each, to be indented under the PIN's line."""
+    lock, target = pin.lock, window_target(pin)
+    lines = [f"protects {lock.protects}"]
+    for channel in lock.channels:
+        if channel == STORE:
+            proof = "--sign-pin" if pin is Pin.AUTH else "--auth-pin"
+            how = f"jpki store reserve {proof} …, then jpki store reset-pin {pin.key}"
+        elif lock.value_from_face:
+            how = f"jpki window unblock {target} (its value is printed on the card)"
+        else:
+            how = f"jpki window unblock {target} (or reset-pin {target}: a new value)"
+        lines.append(f"unlock at {channel}: {how}")
+    return lines
 
 
 @click.group()
@@ -56,6 +81,8 @@ def status(card_file: Path | None, as_json: bool) -> None:
             else:
                 row.update(tries_left=state.tries_left, max_tries=state.max_tries,
                            blocked=state.blocked, present=True)  # fmt: skip
+                if state.blocked:
+                    row.update(protects=each.lock.protects, unlock=list(each.lock.channels))
             rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -64,11 +91,14 @@ def status(card_file: Path | None, as_json: bool) -> None:
         if not row["present"]:
             text = "not on this card"
         elif row["blocked"]:
-            text = "BLOCKED (a municipal office can unblock it)"
+            text = "BLOCKED"
         else:
             text = f"{row['tries_left']} of {row['max_tries']} tries left"
         application = _padded(row["application"], APPLICATION_WIDTH)
         click.echo(f"{application}  {_padded(row['label'], LABEL_WIDTH)} {text}")
+        if row["blocked"]:
+            for line in lock_lines(Pin.named(row["key"])):
+                click.echo(f"{'':{APPLICATION_WIDTH}}    {line}")
 
 
 @pin.command(epilog="Example: jpki pin change auth --pin 1234 --new-pin 4321")

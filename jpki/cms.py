@@ -1,20 +1,23 @@
 """CMS (PKCS#7) SignedData for documents signed with the card's signature key: build and check.
 
 `sign_detached` wraps a signature made by the card (which never lets the key out) into the
-SignedData that OpenSSL, S/MIME and e-filing clients expect; `verify_signed_data` checks one made
-by this module, by OpenSSL or by another signer. Verification covers only the CMS layer: the
-signer's certificate is returned for chain, validity, key usage, policy and revocation checks,
-which are another module's job.
+SignedData that OpenSSL, S/MIME and e-filing clients expect; `add_timestamp` asks an RFC 3161
+time-stamping authority to stamp its signature and keeps the token in the SignerInfo's unsigned
+attributes; `verify_signed_data` checks one made by this module, by OpenSSL or by another signer
+(and, with `content_type="tst_info"`, a timestamp token, which is a SignedData too). Verification
+covers only the CMS layer: the signer's certificate and any timestamp tokens are returned for
+chain, validity, key usage, policy, revocation and timestamp checks, which are other modules' job.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms, core, parser, pem
+from asn1crypto import algos, cms, core, parser, pem, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -26,6 +29,9 @@ from jpki.errors import JpkiError
 
 Signer = Callable[[bytes], bytes]
 """Signs DER DigestInfo bytes with RSA PKCS#1 v1.5, as the card's 80 2A 00 xx (P1 00) does."""
+TimestampTransport = Callable[[bytes], bytes]
+"""Takes a DER TimeStampReq to a time-stamping authority and returns its DER TimeStampResp
+(RFC 3161): in process, or over HTTP as application/timestamp-query."""
 
 SHA256_LENGTH = 32
 # RFC 5754: generators emit SHA-2 AlgorithmIdentifiers with absent parameters (so does OpenSSL);
@@ -38,6 +44,11 @@ UNIVERSAL_CLASS = 0
 CONSTRUCTED = 1
 SET_TAG_NUMBER = 17
 PSS_TRAILER_FIELD = "trailer_field_bc"  # RFC 4055: 1 (0xBC), the only trailer field defined
+DATA = "data"
+TST_INFO = "tst_info"  # id-ct-TSTInfo: the content of an RFC 3161 timestamp token
+TIMESTAMP_ATTRIBUTE = "signature_time_stamp_token"  # id-aa-signatureTimeStampToken (RFC 3161 A)
+TIMESTAMP_NONCE_BITS = 64
+TIMESTAMP_GRANTED = ("granted", "granted_with_mods")
 
 HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -65,6 +76,11 @@ MANY_SIGNERS = "more than one signer is not supported"
 NO_SIGNER = "the signature has no signer"
 CONTENT_DIFFERS = "the given file differs from the content inside the signature"
 NOT_DATA = "the signed content is not plain data (id-data)"
+NOT_TST_INFO = "the signed content is not a timestamp (id-ct-TSTInfo)"
+CONTENT_TYPE_DIFFERS = "the contentType attribute differs from the signed content's type"
+TIMESTAMP_REFUSED = "the time-stamping authority refused"
+BAD_TIMESTAMP_REPLY = "the time-stamping authority's reply is not a timestamp of this signature"
+BAD_TIMESTAMP_TOKEN = "a timestamp token in the unsigned attributes cannot be read"
 ALGORITHMS_DISAGREE = "the signature algorithm's hash differs from the digest algorithm"
 BAD_PSS_PARAMETERS = "unsupported or invalid RSASSA-PSS parameters"
 NOT_RSA = "the signer's key is not an RSA key"
@@ -72,6 +88,16 @@ BAD_CERTIFICATE = "an embedded certificate cannot be read"
 CARD_SIGNATURE_MISMATCH = (
     "the card's signature does not verify with the certificate (another card's certificate?)"
 )
+
+
+class TimeStampResp(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
+    """RFC 3161 TimeStampResp, whose token is absent when the request is refused (asn1crypto's
+    own class requires it)."""
+
+    _fields = [
+        ("status", tsp.PKIStatusInfo),
+        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
+    ]
 
 
 class CmsError(JpkiError):
@@ -90,6 +116,9 @@ class SignedDocument:
     certificates: tuple[x509.Certificate, ...]
     signing_time: datetime.datetime | None
     digest_algorithm: str
+    signature: bytes = b""  # the SignerInfo's signature value, which a timestamp is over
+    content: bytes = b""  # what was signed (for a timestamp token: the DER TSTInfo)
+    timestamp_tokens: tuple[bytes, ...] = ()  # DER ContentInfos from id-aa-signatureTimeStampToken
 
 
 def digest_info_sha256(digest: bytes) -> bytes:
@@ -114,8 +143,41 @@ def sign_detached(
     `signing_time` defaults to now and must be timezone-aware; `detached=False` puts `data` inside.
     The SET OF certificates is DER-sorted, so the order of `include_chain` is not kept.
     """
+    return sign_content(
+        data,
+        certificate,
+        signer,
+        signing_time=_signing_time(signing_time),
+        detached=detached,
+        include_chain=include_chain,
+    )
+
+
+def sign_content(
+    content: bytes,
+    certificate: x509.Certificate,
+    signer: Signer,
+    *,
+    content_type: str = DATA,
+    signing_time: datetime.datetime | None = None,
+    more_attributes: Sequence[cms.CMSAttribute] = (),
+    detached: bool = False,
+    include_chain: Sequence[x509.Certificate] = (),
+    include_signer: bool = True,
+) -> bytes:
+    """DER ContentInfo(SignedData) of `content_type` (an asn1crypto name such as "tst_info").
+
+    Signed attributes: contentType, messageDigest, signingTime when `signing_time` is given
+    (whole seconds, timezone-aware), and `more_attributes`. `include_signer=False` leaves the
+    signer's certificate out (a TSA asked for no certificate).
+    """
     public_key = _rsa_public_key(certificate)
-    attributes = _signed_attributes(hashlib.sha256(data).digest(), _signing_time(signing_time))
+    attributes = _signed_attributes(
+        content_type,
+        hashlib.sha256(content).digest(),
+        None if signing_time is None else _signing_time(signing_time),
+        more_attributes,
+    )
     to_sign = bytes(attributes.dump())
     signature = bytes(signer(digest_info_sha256(hashlib.sha256(to_sign).digest())))
     try:
@@ -141,36 +203,128 @@ def sign_detached(
             "signature": signature,
         }
     )
-    encapsulated: dict[str, object] = {"content_type": "data"}
+    encapsulated: dict[str, object] = {"content_type": content_type}
     if not detached:
-        encapsulated["content"] = data
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [_sha256_algorithm()],
-            "encap_content_info": encapsulated,
-            "certificates": [
-                cms.CertificateChoices(name="certificate", value=embedded)
-                for embedded in _unique(
-                    [signer_certificate, *map(_asn1_certificate, include_chain)]
-                )
-            ],
-            "signer_infos": [signer_info],
-        }
+        # id-data is an OCTET STRING; other types (TSTInfo) hold their DER as given
+        encapsulated["content"] = (
+            content if content_type == DATA else core.ParsableOctetString(content)
+        )
+    embedded = _unique(
+        [*([signer_certificate] if include_signer else []), *map(_asn1_certificate, include_chain)]
     )
+    signed: dict[str, object] = {
+        # RFC 5652 5.1: version 3 when the content is not id-data
+        "version": "v1" if content_type == DATA else "v3",
+        "digest_algorithms": [_sha256_algorithm()],
+        "encap_content_info": encapsulated,
+        "signer_infos": [signer_info],
+    }
+    if embedded:
+        signed["certificates"] = [
+            cms.CertificateChoices(name="certificate", value=certificate)
+            for certificate in embedded
+        ]
+    signed_data = cms.SignedData(signed)
     content_info = cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
     return bytes(content_info.dump())
 
 
-def verify_signed_data(p7s: bytes, data: bytes | None) -> SignedDocument:
+def add_timestamp(p7s: bytes, authority: TimestampTransport) -> bytes:
+    """`p7s` (DER or PEM, one signer) as DER, with a timestamp of its signature value from
+    `authority` added to the SignerInfo's unsigned attributes (RFC 3161 appendix A).
+
+    The request asks for a SHA-256 imprint, a fresh nonce and the authority's certificate; a
+    refusal, or a reply that is not a token over this signature with this nonce, raises CmsError.
+    Everything signed stays byte for byte as it was.
+    """
+    try:
+        content_info = cms.ContentInfo.load(_unarmor(p7s), strict=True)
+        if content_info["content_type"].native != "signed_data":
+            raise CmsError(NOT_SIGNED_DATA)
+        signed_data = content_info["content"]
+        signer_infos = list(signed_data["signer_infos"])
+        signature = bytes(signer_infos[0]["signature"].native) if signer_infos else b""
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise CmsError(NOT_SIGNED_DATA) from None
+    if not signer_infos:
+        raise CmsError(NO_SIGNER)
+    if len(signer_infos) > 1:
+        raise CmsError(MANY_SIGNERS)
+    token = request_timestamp(signature, authority)
+    attribute = cms.CMSAttribute({"type": TIMESTAMP_ATTRIBUTE, "values": [token]})
+    # New containers around the parsed parts: asn1crypto re-encodes only what is new.
+    signer_info = signer_infos[0]
+    unsigned = signer_info["unsigned_attrs"]
+    fields = _present_fields(signer_info)
+    fields["unsigned_attrs"] = [*([] if isinstance(unsigned, core.Void) else unsigned), attribute]
+    rebuilt = _present_fields(signed_data)
+    rebuilt["signer_infos"] = [cms.SignerInfo(fields)]
+    return bytes(
+        cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(rebuilt)}).dump()
+    )
+
+
+def request_timestamp(signature: bytes, authority: TimestampTransport) -> cms.ContentInfo:
+    """The token `authority` gives for a SHA-256 imprint of `signature`, checked to be a granted
+    timestamp of that imprint that echoes our nonce (its signature is for the verifier to check).
+    """
+    imprint = hashlib.sha256(signature).digest()
+    nonce = secrets.randbits(TIMESTAMP_NONCE_BITS)
+    request = tsp.TimeStampReq(
+        {
+            "version": "v1",
+            "message_imprint": {"hash_algorithm": _sha256_algorithm(), "hashed_message": imprint},
+            "nonce": nonce,
+            "cert_req": True,
+        }
+    )
+    reply = authority(bytes(request.dump()))
+    try:
+        response = TimeStampResp.load(reply, strict=True)
+        status = response["status"]
+        if status["status"].native not in TIMESTAMP_GRANTED:
+            said = status["status_string"].native if status["status_string"] else None
+            why = "; ".join(said) if said else status["status"].native
+            raise CmsError(f"{TIMESTAMP_REFUSED}: {why}")
+        token = response["time_stamp_token"]
+        encapsulated = token["content"]["encap_content_info"]
+        if encapsulated["content_type"].native != TST_INFO:
+            raise CmsError(BAD_TIMESTAMP_REPLY)
+        info = encapsulated["content"].parsed
+        granted = (
+            info["message_imprint"]["hashed_message"].native == imprint
+            and info["message_imprint"]["hash_algorithm"]["algorithm"].native == "sha256"
+            and info["nonce"].native == nonce
+        )
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+        raise CmsError(BAD_TIMESTAMP_REPLY) from None
+    if not granted:
+        raise CmsError(BAD_TIMESTAMP_REPLY)
+    return token
+
+
+def _present_fields(value: core.Sequence) -> dict[str, object]:
+    """The fields of a parsed SEQUENCE that are present, as they were parsed."""
+    return {name: value[name] for name in value if not isinstance(value[name], core.Void)}
+
+
+def verify_signed_data(
+    p7s: bytes,
+    data: bytes | None,
+    *,
+    content_type: str = DATA,
+    certificates: Sequence[x509.Certificate] = (),
+) -> SignedDocument:
     """Check the CMS signature in `p7s` (DER or PEM) over `data`, or over the content inside.
 
+    `content_type` is the content expected (id-data; "tst_info" for a timestamp token);
+    `certificates` are candidates for the signer's besides those the SignedData carries.
     Raises CmsError naming the first problem found. Chain, validity, key usage, policy and
-    revocation of the returned certificate are left to the caller.
+    revocation of the returned certificate, and the timestamp tokens, are left to the caller.
     """
     parts = _parse(p7s)
-    if parts.content_type != "data":
-        raise CmsError(NOT_DATA)
+    if parts.content_type != content_type:
+        raise CmsError(NOT_DATA if content_type == DATA else NOT_TST_INFO)
     content = _content(parts.content, data)
 
     digest_name = parts.digest_algorithm
@@ -178,28 +332,32 @@ def verify_signed_data(p7s: bytes, data: bytes | None) -> SignedDocument:
         message = content
         signing_time = None
     else:
-        attributes = _attributes(parts.signed_attributes)
+        attributes = _attributes(parts.signed_attributes, content_type)
         if attributes.message_digest != hashlib.new(digest_name, content).digest():
             raise CmsError(DIGEST_DIFFERS)
         message = parts.signed_attributes_der
         signing_time = attributes.signing_time
 
+    given = tuple((_asn1_certificate(certificate), certificate) for certificate in certificates)
     candidates = [
         (asn1_certificate, certificate)
-        for asn1_certificate, certificate in parts.certificates
+        for asn1_certificate, certificate in (*parts.certificates, *given)
         if _identifies(parts.signer_id, asn1_certificate)
     ]
     if not candidates:
         raise CmsError(NO_SIGNER_CERTIFICATE)
     scheme = _signature_padding(parts.signature_algorithm, parts.signature_parameters, digest_name)
     # the same certificate may be embedded twice; any one that verifies is the signer's
-    for _asn1_certificate, certificate in candidates:
+    for _embedded, certificate in candidates:
         if _verifies(certificate, parts.signature, message, scheme, digest_name):
             return SignedDocument(
                 certificate=certificate,
                 certificates=tuple(certificate for _asn1, certificate in parts.certificates),
                 signing_time=signing_time,
                 digest_algorithm=digest_name,
+                signature=parts.signature,
+                content=content,
+                timestamp_tokens=parts.timestamp_tokens,
             )
     raise CmsError(BAD_SIGNATURE)
 
@@ -216,18 +374,24 @@ def _signing_time(when: datetime.datetime | None) -> datetime.datetime:
     return when.astimezone(datetime.UTC).replace(microsecond=0)
 
 
-def _signed_attributes(message_digest: bytes, when: datetime.datetime) -> cms.CMSAttributes:
-    """contentType, signingTime and messageDigest; asn1crypto sorts the SET OF as DER requires."""
-    time_kind = "utc_time" if when.year in UTC_TIME_YEARS else "generalized_time"
-    return cms.CMSAttributes(
-        [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+def _signed_attributes(
+    content_type: str,
+    message_digest: bytes,
+    when: datetime.datetime | None,
+    more: Sequence[cms.CMSAttribute],
+) -> cms.CMSAttributes:
+    """contentType, signingTime (if `when`), messageDigest and `more`; asn1crypto sorts the SET
+    OF as DER requires."""
+    attributes = [cms.CMSAttribute({"type": "content_type", "values": [content_type]})]
+    if when is not None:
+        time_kind = "utc_time" if when.year in UTC_TIME_YEARS else "generalized_time"
+        attributes.append(
             cms.CMSAttribute(
                 {"type": "signing_time", "values": [cms.Time(name=time_kind, value=when)]}
-            ),
-            cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}),
-        ]
-    )
+            )
+        )
+    attributes.append(cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}))
+    return cms.CMSAttributes([*attributes, *more])
 
 
 def _sha256_algorithm() -> algos.DigestAlgorithm:
@@ -276,6 +440,7 @@ class _Parts:
     signature_algorithm: str
     signature_parameters: algos.RSASSAPSSParams | core.Asn1Value
     signature: bytes
+    timestamp_tokens: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -324,12 +489,28 @@ def _parse(p7s: bytes) -> _Parts:
             signature_algorithm=signature_algorithm["algorithm"].native,
             signature_parameters=signature_algorithm["parameters"],
             signature=bytes(signer_info["signature"].native),
+            timestamp_tokens=_timestamp_tokens(signer_info["unsigned_attrs"]),
         )
     except (ValueError, TypeError, KeyError, IndexError, OverflowError):
         raise CmsError(NOT_SIGNED_DATA) from None
     if parts.digest_algorithm not in HASHES:
         raise CmsError(f"unsupported digest algorithm: {parts.digest_algorithm}")
     return parts
+
+
+def _timestamp_tokens(unsigned: cms.CMSAttributes | core.Void) -> tuple[bytes, ...]:
+    """The DER ContentInfos of every id-aa-signatureTimeStampToken value, unchecked."""
+    if isinstance(unsigned, core.Void):
+        return ()
+    try:
+        return tuple(
+            bytes(token.dump())
+            for attribute in unsigned
+            if attribute["type"].native == TIMESTAMP_ATTRIBUTE
+            for token in attribute["values"]
+        )
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise CmsError(BAD_TIMESTAMP_TOKEN) from None
 
 
 def _unarmor(p7s: bytes) -> bytes:
@@ -373,11 +554,12 @@ def _content(inside: bytes | None, given: bytes | None) -> bytes:
     return inside
 
 
-def _attributes(attributes: cms.CMSAttributes) -> _Attributes:
-    """contentType must be id-data and messageDigest present; others are allowed and ignored."""
+def _attributes(attributes: cms.CMSAttributes, expected_type: str) -> _Attributes:
+    """contentType must be the content's and messageDigest present; others are allowed and
+    ignored."""
     content_type = _single_value(attributes, "content_type", required=True)
-    if content_type != "data":
-        raise CmsError(NOT_DATA)
+    if content_type != expected_type:
+        raise CmsError(NOT_DATA if expected_type == DATA else CONTENT_TYPE_DIFFERS)
     message_digest = _single_value(attributes, "message_digest", required=True)
     signing_time = _single_value(attributes, "signing_time", required=False)
     if not isinstance(message_digest, bytes):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from card_emulator.applications.model import Application, BinaryFile, PinFile, PinVerified
+from card_emulator.applications.model import (
+    Application,
+    BinaryFile,
+    PinFile,
+    PinVerified,
+    ResetRule,
+)
 from card_emulator.vocabulary.identifiers import AID, CardInfoFile
 from card_emulator.vocabulary.pins import FOUR_DIGITS, Pin
 
@@ -36,6 +42,7 @@ CARD_INFO = Application(
             "blocked reference",
             FOUR_DIGITS,
             change=PinVerified(CardInfoFile.BLOCKED_REFERENCE),
+            reset=ResetRule.NEVER,  # blocked on every card seen: not even the window opens it
         ),
         PinFile.of(Pin.CARD_INFO_A, change=PinVerified(CardInfoFile.COLLATION_NUMBER_A)),
         PinFile.of(Pin.CARD_INFO_B, change=PinVerified(CardInfoFile.COLLATION_NUMBER_B)),

@@ -53,10 +53,18 @@ class RecordFile:
     read: AccessRule = Always()
 
 
+class ResetRule(enum.Enum):
+    """What the administrator's RESET RETRY COUNTER may do to a key reference (lifecycle.md §6)."""
+
+    NEW_VALUE_OR_UNBLOCK = "new value or unblock"
+    UNBLOCK_ONLY = "unblock only"  # its value is printed on the card face
+    NEVER = "never"  # blocked at issuance, for good (card-info 0012)
+
+
 @dataclass(frozen=True)
 class PinFile:
     """An EF holding reference data: checked by VERIFY, replaced by CHANGE REFERENCE DATA under
-    the `change` rule (never readable)."""
+    the `change` rule (never readable), reset by the administrator as `reset` says."""
 
     fid: int
     description: str
@@ -65,13 +73,17 @@ class PinFile:
     # (application, EF) whose counter this one uses when the `shared_collation_counters`
     # setting is on: the card-face collation numbers can share the card-info AP's.
     shared_with: tuple[str, int] | None = None
+    reset: ResetRule = ResetRule.NEW_VALUE_OR_UNBLOCK
 
     @classmethod
     def of(
         cls, pin: Pin, change: AccessRule, shared_with: tuple[str, int] | None = None
     ) -> PinFile:
-        """The EF of one of the holder's PINs, with its label and rule from the vocabulary."""
-        return cls(pin.fid, pin.label, pin.rule, change, shared_with)
+        """The EF of one of the holder's PINs, with its label, rule and what the window may do
+        to it from the vocabulary."""
+        face = pin.lock.value_from_face
+        reset = ResetRule.UNBLOCK_ONLY if face else ResetRule.NEW_VALUE_OR_UNBLOCK
+        return cls(pin.fid, pin.label, pin.rule, change, shared_with, reset)
 
 
 class KeyUse(enum.Enum):

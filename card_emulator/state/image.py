@@ -1,8 +1,8 @@
 """A card image: everything a card keeps between power cycles, and its versioned JSON format.
 
-Format `jpki-emulator-card` version 1 (see docs/CARD_FORMAT.md): settings, free-form holder
-metadata, and per application the EF contents (base64), private keys (PKCS#8 PEM) and PIN
-references (salted hashes with retry counters).
+Format `jpki-emulator-card` version 4 (see docs/CARD_FORMAT.md): settings, free-form holder
+metadata, the administrator key with its retry counter, and per application the EF contents
+(base64), private keys (PKCS#8 PEM) and PIN references (salted hashes with retry counters).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from card_emulator.applications.model import BinaryFile, KeyFile, PinFile, RecordFile
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.errors import CardImageError
+from card_emulator.state.administrator import AdministratorKey
 from card_emulator.state.pin_reference import (
     DIGEST_LENGTH,
     KDF_NAME,
@@ -29,13 +30,18 @@ from card_emulator.state.pin_reference import (
     SALT_LENGTH,
     PinReference,
 )
+from card_emulator.vocabulary.administration import KEY_LENGTH as ADMIN_KEY_LENGTH
+from card_emulator.vocabulary.administration import MAX_TRIES as ADMIN_MAX_TRIES
 from card_emulator.vocabulary.pins import PinRule
 
 FORMAT_NAME = "jpki-emulator-card"
-FORMAT_VERSION = 3
-CHECKSUM_VERSION = 2  # version 1 files (no checksum) still open, and are written as version 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+CHECKSUM_VERSION = 2  # version 1 files (no checksum) still open, and are written as version 4
+ADMIN_VERSION = 4  # older files have no administrator key: they open without one
+READABLE_VERSIONS = (1, 2, 3, 4)
 TOP_FIELDS = ("format", "version", "settings", "metadata", "applications")
+TOP_FIELDS_WITH_ADMIN = ("format", "version", "settings", "metadata", "admin", "applications")
+ADMIN_FIELDS = ("key", "tries_left")
 PIN_FIELDS = ("kdf", "iterations", "salt", "hash", "tries_left")
 DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
 MAX_ATR_BYTES = 33
@@ -65,6 +71,7 @@ class CardSettings:
     atr_information_with_application: bool = False  # GET DATA 5F51 with an AP current
     global_platform_isd_selectable: bool = True  # SELECT A0 00 00 01 51 00 00 → power-on state
     select_by_aid_prefix: bool = False  # 00 A4 04 00 <prefix> 00: off keeps OpenSC's probes safe
+    admin_apdus: bool = True  # EXTERNAL AUTHENTICATE, RESET RETRY COUNTER (else 6D00)
 
     def to_json(self) -> dict[str, Any]:
         names = (field.name for field in dataclasses.fields(self))
@@ -203,11 +210,13 @@ class ApplicationContents:
 
 @dataclass
 class CardImage:
-    """The durable state of one card."""
+    """The durable state of one card. `admin` is None on a card without an administrator key
+    (one written before format version 4): the administration APDUs then find no usable key."""
 
     settings: CardSettings = field(default_factory=CardSettings)
     metadata: dict[str, Any] = field(default_factory=dict)
     applications: dict[str, ApplicationContents] = field(default_factory=dict)
+    admin: AdministratorKey | None = None
 
     def contents(self, application: str) -> ApplicationContents:
         contents = self.applications.get(application)  # not setdefault: once per APDU, twice
@@ -241,11 +250,15 @@ class CardImage:
                 "keys": {f"{fid:04X}": contents.keys.pem(fid) for fid in contents.keys},
                 "pins": {f"{fid:04X}": pin.to_json() for fid, pin in sorted(contents.pins.items())},
             }
+        admin = self.admin
         return {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "settings": self.settings.to_json(),
             "metadata": self.metadata,
+            "admin": None
+            if admin is None
+            else {"key": admin.key.hex(), "tries_left": admin.tries_left},
             "applications": apps,
         }
 
@@ -270,14 +283,15 @@ class CardImage:
                 f"(this emulator reads versions {', '.join(map(str, READABLE_VERSIONS))})"
             )
         with_checksum = ("checksum",) if version >= CHECKSUM_VERSION else ()
-        fields = _object(data, "card image", (*TOP_FIELDS, *with_checksum))
-        if with_checksum:
-            content = {name: value for name, value in data.items() if name != "checksum"}
-            if fields["checksum"] != _checksum(content):
-                raise CardImageError(
-                    "checksum mismatch: the file was changed outside jpki or is damaged "
-                    "(change settings with `jpki card settings`)"
-                )
+        top = TOP_FIELDS_WITH_ADMIN if version >= ADMIN_VERSION else TOP_FIELDS
+        fields = _object(data, "card image", (*top, *with_checksum))
+        content = {name: value for name, value in data.items() if name != "checksum"}
+        checksum = _checksum(content)  # also refuses text that could not be written back
+        if with_checksum and fields["checksum"] != checksum:
+            raise CardImageError(
+                "checksum mismatch: the file was changed outside jpki or is damaged "
+                "(change settings with `jpki card settings`)"
+            )
         image = cls._from_json(fields, checksummed=bool(with_checksum))
         if version == FORMAT_VERSION and image.dumps() != raw:
             raise CardImageError("not in the form jpki writes (edited by hand?)")
@@ -290,7 +304,7 @@ class CardImage:
             raise CardImageError("metadata must be an object")
         complete = data["version"] == FORMAT_VERSION
         settings = CardSettings.from_json(data["settings"], complete=complete)
-        image = cls(settings=settings, metadata=metadata)
+        image = cls(settings=settings, metadata=metadata, admin=_administrator(data.get("admin")))
         applications = data["applications"]
         if not isinstance(applications, dict):
             raise CardImageError("applications must be an object")
@@ -345,7 +359,11 @@ def _parse(raw: bytes) -> Any:
 
 def _checksum(content: dict[str, Any]) -> str:
     canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    try:
+        encoded = canonical.encode()
+    except UnicodeEncodeError:  # a `\uD800`-style escape: JSON allows it, UTF-8 does not
+        raise CardImageError("not a card image (a string holds a lone surrogate)") from None
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
 
 def _object(value: Any, where: str, required: tuple[str, ...] | None) -> dict[str, Any]:
@@ -407,6 +425,16 @@ def _pin_reference(value: Any, where: str, max_tries: int) -> PinReference:
         digest=_hex(fields["hash"], f"{where}.hash", DIGEST_LENGTH),
         iterations=_integer(fields["iterations"], f"{where}.iterations", 1, MAX_ITERATIONS),
         tries_left=_integer(fields["tries_left"], f"{where}.tries_left", 0, max_tries),
+    )
+
+
+def _administrator(value: Any) -> AdministratorKey | None:
+    if value is None:  # no administrator key (a card converted from an older file)
+        return None
+    fields = _object(value, "admin", ADMIN_FIELDS)
+    return AdministratorKey(
+        key=_hex(fields["key"], "admin.key", ADMIN_KEY_LENGTH),
+        tries_left=_integer(fields["tries_left"], "admin.tries_left", 0, ADMIN_MAX_TRIES),
     )
 
 

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +20,7 @@ PRIVATE_FILE_MODE = 0o600  # card images hold private keys
 PRIVATE_DIRECTORY_MODE = 0o700
 TEMPORARY_PREFIX = "."
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+LOCK_POLL_INTERVAL = 0.02  # seconds between attempts while waiting for another process's lock
 
 
 def _write_temporary(path: Path, data: bytes) -> Path:
@@ -114,6 +116,7 @@ class FileStore:
         self._lock: IO[bytes] | None = lock
         self.read_only: str | None = None  # why this process may not change the file
         self._counters: int | None = None  # the counters file, open for in-place writes
+        self._counters_size = 0  # its length: a record of another length replaces it whole
 
     @classmethod
     def create(cls, path: Path, image: CardImage) -> None:
@@ -133,11 +136,14 @@ class FileStore:
             raise CardFileError(f"cannot write {path}: {exc.strerror}") from None
 
     @classmethod
-    def open(cls, path: Path) -> FileStore:
+    def open(cls, path: Path, wait: float = 0.0) -> FileStore:
         """Lock the card file (one process at a time) and load it.
 
-        A card file that this process may not change (read-only mount, directory or file)
-        still opens: reading works, and a command that must change the card says so.
+        A card in use by another process is refused at once, or with `wait` > 0 waited for up
+        to that many seconds (administrative commands queue this way: each loads the card only
+        once it holds the lock, so it sees the changes of the one before). A card file that this
+        process may not change (read-only mount, directory or file) still opens: reading works,
+        and a command that must change the card says so.
         """
         named, path = Path(path), real_card_path(path)
         if not path.is_file():
@@ -162,13 +168,14 @@ class FileStore:
             # An existing lock file still excludes writers; else nobody can be writing.
             lock = open(lock_path if lock_path.exists() else path, "rb")  # noqa: SIM115
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_waiting(lock, wait)
         except OSError as exc:
             holder = lock.read().decode(errors="replace").strip() or "unknown"
             lock.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                waited = f" (waited {wait:g} s)" if wait > 0 else ""
                 raise CardFileError(
-                    f"{named} is in use by another process (pid {holder}); "
+                    f"{named} is in use by another process (pid {holder}){waited}; "
                     "a card can be in one reader at a time"
                 ) from None
             raise CardFileError(f"cannot lock {lock_path}: {exc.strerror}") from None
@@ -200,10 +207,25 @@ class FileStore:
         try:
             self._counters = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            temporary = _write_temporary(path, counters.encode(self.image))
+            self._replace_counters(counters.encode(self.image))
+            return
+        self._counters_size = os.fstat(self._counters).st_size
+
+    def _replace_counters(self, record: bytes) -> None:
+        """Write the counters file whole (temporary copy, synced, renamed): when it is missing,
+        or when its record changes length (an older record, or an administrator key added)."""
+        path = counters.counters_path(self.path)
+        temporary = _write_temporary(path, record)
+        try:
             os.replace(temporary, path)
-            _sync_directory(path.parent)
-            self._counters = os.open(path, os.O_RDWR)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _sync_directory(path.parent)
+        if self._counters is not None:
+            os.close(self._counters)
+        self._counters = os.open(path, os.O_RDWR)
+        self._counters_size = len(record)
 
     def _writable(self) -> None:
         if self._lock is None:
@@ -219,8 +241,12 @@ class FileStore:
         change only gives tries back (losing it to a crash then costs a try, never refunds one)."""
         self._writable()
         assert self._counters is not None
+        record = counters.encode(self.image)
         try:
-            os.pwrite(self._counters, counters.encode(self.image), 0)
+            if len(record) != self._counters_size:
+                self._replace_counters(record)
+                return
+            os.pwrite(self._counters, record, 0)
             if sync:
                 os.fdatasync(self._counters)
         except OSError as exc:
@@ -250,6 +276,20 @@ class FileStore:
 
 
 CardStore = MemoryStore | FileStore
+
+
+def _lock_waiting(lock: IO[bytes], wait: float) -> None:
+    """Take the card's lock now, or within `wait` seconds; OSError (EWOULDBLOCK) if not."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            left = deadline - time.monotonic()
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or left <= 0:
+                raise
+            time.sleep(min(LOCK_POLL_INTERVAL, left))
 
 
 def _make_directories(directory: Path) -> None:

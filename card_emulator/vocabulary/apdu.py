@@ -17,6 +17,7 @@ class INS(enum.IntEnum):
     VERIFY = 0x20
     CHANGE_REFERENCE_DATA = 0x24
     RESET_RETRY_COUNTER = 0x2C
+    EXTERNAL_AUTHENTICATE = 0x82  # the administrator's proof (lifecycle.md §6)
     COMPUTE_DIGITAL_SIGNATURE = 0x2A
     GET_CHALLENGE = 0x84
     READ_RECORD = 0xB2

@@ -99,7 +99,7 @@ class Pin(enum.Enum):
 
 
 WINDOW = "the municipal window"
-STORE = "a convenience store (within 24 hours of a reservation made with the other JPKI secret)"
+STORE = "a convenience store (within 24 hours of a reservation)"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""The emulator's built-in test CA: two self-signed JPKI CAs (signature and authentication),
-the card-verifiable certificate (CVC) hierarchy of the card's own APs, and the card-info signer,
-whose keys, certificates, settings and issuance record live in one directory.
+"""The emulator's built-in test CA: two self-signed JPKI CAs (signature and authentication)
+in one or more generations, the card-verifiable certificate (CVC) hierarchy of the card's own
+APs, and the card-info signer, whose keys, certificates, settings and issuance record live in
+one directory.
 
 Layout of the directory:
-    signature-ca.pem, signature-ca.key            sign CA certificate (0644) and PKCS#8 key (0600)
-    authentication-ca.pem, authentication-ca.key  auth CA certificate (0644) and PKCS#8 key (0600)
+    signature-ca.pem, signature-ca.key            generation 1: sign CA certificate (0644) and
+                                                  PKCS#8 key (0600)
+    authentication-ca.pem, authentication-ca.key  generation 1: auth CA certificate (0644) and
+                                                  PKCS#8 key (0600)
+    generations/N/                                generation N (2, 3, …; 0700), made by
+                                                  `rollover`: the same four files, the same
+                                                  DNs, new keys
     card-info-signer.key                          PKCS#8 key signing the Text AP's integrity
                                                   record and the card-face records: the issuing
                                                   municipality's CVC key (0600)
@@ -22,6 +28,18 @@ Layout of the directory:
                                                   fixed at creation (0600)
 The directory is created 0700. A new CA writes its keys and certificates, then ca.sqlite, and
 ca.json last, so ca.json marks a complete CA; a CA is never created over any of these files.
+
+CA generations (lifecycle.md §4): every generation has a signature and an authentication CA
+with the DNs of generation 1 and new keys, so chains are built by key identifier. The newest
+generation issues (`TestCA.signature`, `TestCA.authentication` and `issue_*`); older ones stay
+loaded and answer for what they issued: each entry of ca.sqlite names the generation that issued
+it, each generation signs its own CRL, and OCSP answers with the generation the request's issuer
+key hash names. `rollover` makes generation N+1 under the CA lock: its four files are written
+into generations/.N+1.<random>.tmp/ and that directory is renamed to generations/N+1 whole, so a
+crash leaves the old generation current or the new one complete (leftovers are ignored, and
+removed by the next rollover). Generations are numbered from 2 without gaps; anything else in
+generations/ is refused. A TestCA issues with the generation that was current when it was
+loaded (or that it rolled over to).
 The CVCs are not stored: built from the keys when asked for, they are the same bytes each time
 (PKCS#1 v1.5 signatures are deterministic). A CA made before the CVC keys existed gets them on
 first use of a CVC, made under the CA's lock and written atomically beside the other files,
@@ -31,6 +49,10 @@ Issuing and revoking are SQLite transactions on ca.sqlite: a write costs the sam
 size of the record, several processes issue at once without losing anything (SQLite's write lock
 serialises them; every serial is allocated and recorded in one transaction, synced before the
 certificate is handed out), and readers never wait.
+
+A ca.sqlite of version 1 (before generations) has no generation column: it is read as it is,
+every entry being generation 1's, and its first write transaction adds the column (generation
+1 for every entry) and makes it version 2, in that same transaction.
 
 A CA written by earlier versions keeps its whole record in ca.json (version 1). It is read as it
 is, and migrated on its first write: under the CA's lock (ca.json.lock) the record is copied into
@@ -65,7 +87,9 @@ import math
 import os
 import re
 import secrets
+import shutil
 import sqlite3
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -129,7 +153,8 @@ URL_SCHEMES = ("http", "https")
 CERTIFICATE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
 # ca.sqlite: "JPKI" as its application id (the file(1) magic), and the schema's version.
 DATABASE_APPLICATION_ID = 0x4A504B49
-DATABASE_VERSION = 1
+DATABASE_VERSION = 2  # issued.generation
+GENERATIONLESS_DATABASE_VERSION = 1  # read as it is; its first write upgrades it
 # How long a writer waits for another process's transaction (a few ms each) before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
 DIGEST_PATTERN = re.compile("[0-9a-f]{64}")
@@ -153,9 +178,25 @@ CREATE TABLE issued (
 ) STRICT;
 CREATE INDEX issued_by_change ON issued (changed);
 """
+# Version 2 is version 1 plus this column; new databases are made the same way, so that a new
+# and an upgraded ca.sqlite have one schema.
+DATABASE_UPGRADE = (
+    "ALTER TABLE issued ADD COLUMN generation INTEGER NOT NULL DEFAULT 1 CHECK (generation >= 1)",
+    "CREATE INDEX issued_by_generation ON issued (generation)",
+)
 ISSUED_COLUMNS = (
     "serial, kind, subject, not_after, holder_name, label, revocation_time, revocation_reason"
 )
+# What a version-1 ca.sqlite, which has no generation column, reads as the generation.
+GENERATION_COLUMN = {DATABASE_VERSION: "generation", GENERATIONLESS_DATABASE_VERSION: "1"}
+# CA generations: generation 1 is the top of the directory, the others generations/N.
+GENERATIONS_DIRECTORY = "generations"
+FIRST_GENERATION = 1
+GENERATION_NAME_PATTERN = re.compile(r"[1-9][0-9]{0,8}")
+# A generation being written: generations/.N.<8 hex digits>.tmp, renamed to N when complete.
+GENERATION_LEFTOVER_PATTERN = re.compile(r"\.[1-9][0-9]{0,8}\.[0-9a-f]{8}\.tmp")
+GENERATION_DIRECTORY_MODE = 0o700
+MAX_GENERATION = 10**9  # generation numbers have at most 9 digits
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
 
@@ -226,16 +267,69 @@ CA_FILES = (
     CARD_INFO_SIGNER_FILE,
     CVC_ROOT_KEY_FILE,
     CVC_ISSUER_KEY_FILE,
+    GENERATIONS_DIRECTORY,
 )
 
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """One of the two CAs: its self-signed certificate and its private key."""
+    """One of the two CAs of one generation: its self-signed certificate and its private key."""
 
     kind: CertificateKind
     certificate: x509.Certificate
     private_key: rsa.RSAPrivateKey
+    generation: int = FIRST_GENERATION
+
+    @property
+    def key_id(self) -> bytes:
+        """The subject key identifier (SHA-1 of the key, method 1): what tells generations,
+        which share one DN, apart."""
+        return x509.SubjectKeyIdentifier.from_public_key(self.private_key.public_key()).digest
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation of the test CA: a signature and an authentication CA made together."""
+
+    number: int
+    signature: CertificateAuthority
+    authentication: CertificateAuthority
+
+    def authority(self, kind: CertificateKind) -> CertificateAuthority:
+        return self.signature if kind is CertificateKind.SIGNATURE else self.authentication
+
+    @property
+    def authorities(self) -> tuple[CertificateAuthority, CertificateAuthority]:
+        return self.signature, self.authentication
+
+
+def generation_directory(directory: Path, number: int) -> Path:
+    """Where generation `number`'s files are: the CA directory itself for generation 1."""
+    if number == FIRST_GENERATION:
+        return Path(directory)
+    return Path(directory) / GENERATIONS_DIRECTORY / str(number)
+
+
+def generation_marker(directory: Path) -> tuple[str, ...]:
+    """What generations/ of `directory` holds, cheaply (one listing, nothing read): it changes
+    when a process rolls over, which a long-running reader checks beside `record_version`."""
+    try:
+        names = os.listdir(Path(directory) / GENERATIONS_DIRECTORY)
+    except OSError:
+        return ()
+    return tuple(sorted(name for name in names if not GENERATION_LEFTOVER_PATTERN.fullmatch(name)))
+
+
+def generation_certificate_files(directory: Path) -> list[Path]:
+    """The CA certificate files of every generation in `directory`, oldest first: the anchors
+    a verifier trusting this CA pins. Raises CAError for a generations/ entry this program did
+    not write (one line naming it)."""
+    directory = Path(directory)
+    return [
+        generation_directory(directory, number) / certificate_file(kind)
+        for number in (FIRST_GENERATION, *_later_generations(directory))
+        for kind in CertificateKind
+    ]
 
 
 @dataclass(frozen=True)
@@ -265,6 +359,8 @@ class IssuedCertificate:
     holder_name: str
     label: str | None = None
     revocation: Revocation | None = None
+    # The CA generation that issued it (a version-1 ca.json knows only generation 1).
+    generation: int = FIRST_GENERATION
 
     @property
     def revoked(self) -> bool:
@@ -306,7 +402,8 @@ class IssuedCertificate:
         )
 
     def to_row(self) -> tuple[Any, ...]:
-        """The entry as a row of ca.sqlite's issued table (ISSUED_COLUMNS)."""
+        """The entry as a row of ca.sqlite's issued table (ISSUED_COLUMNS; the generation is
+        written beside them)."""
         revocation = self.revocation
         return (
             self.serial,
@@ -321,13 +418,16 @@ class IssuedCertificate:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> IssuedCertificate:
-        """Parse a row strictly, as ca.json's entries are; raises ValueError naming the field."""
-        serial, kind, subject, not_after, holder_name, label, revoked_at, reason = row
+        """Parse a row (ISSUED_COLUMNS, then the generation) strictly, as ca.json's entries are;
+        raises ValueError naming the field."""
+        serial, kind, subject, not_after, holder_name, label, revoked_at, reason, generation = row
         if type(serial) is not int or not profile.SERIAL_MIN <= serial <= profile.SERIAL_MAX:
             raise _Corrupt("issued.serial", f"{_shown(str(serial))} is not a 4-byte serial")
         where = f"issued {_serial_text(serial)}"
         if (revoked_at is None) != (reason is None):
             raise _Corrupt(where, "a revocation needs both its time and its reason")
+        if type(generation) is not int or not FIRST_GENERATION <= generation < MAX_GENERATION:
+            raise _Corrupt(f"{where}.generation", f"{_shown(str(generation))} is out of range")
         return cls(
             serial=serial,
             kind=_choice(CertificateKind, kind, f"{where}.kind"),
@@ -341,6 +441,7 @@ class IssuedCertificate:
                 _utc_time(revoked_at, f"{where}.revocation_time"),
                 _choice(RevocationReason, reason, f"{where}.revocation_reason"),
             ),
+            generation=generation,
         )
 
 
@@ -605,14 +706,22 @@ def _database_errors(path: Path) -> Iterator[None]:
 
 
 @functools.cache
-def _reference_schema() -> list[tuple[Any, ...]]:
-    """sqlite_master as DATABASE_SCHEMA makes it (SQLite normalises the statements' text)."""
+def _reference_schema(version: int) -> list[tuple[Any, ...]]:
+    """sqlite_master as this program makes it for `version` (SQLite normalises the statements'
+    text, and ALTER TABLE rewrites the table's)."""
     connection = sqlite3.connect(":memory:")
     try:
-        connection.executescript(DATABASE_SCHEMA)
+        _make_schema(connection, version)
         return connection.execute(_SCHEMA_QUERY).fetchall()
     finally:
         connection.close()
+
+
+def _make_schema(connection: sqlite3.Connection, version: int) -> None:
+    connection.executescript(DATABASE_SCHEMA)
+    if version >= DATABASE_VERSION:
+        for statement in DATABASE_UPGRADE:
+            connection.execute(statement)
 
 
 _SCHEMA_QUERY = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
@@ -625,14 +734,15 @@ def _database_image(
     it is on disk)."""
     connection = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        connection.executescript(DATABASE_SCHEMA)
+        _make_schema(connection, DATABASE_VERSION)
         connection.execute(f"PRAGMA application_id = {DATABASE_APPLICATION_ID}")
         connection.execute(f"PRAGMA user_version = {DATABASE_VERSION}")
         connection.execute("BEGIN")
         connection.execute("INSERT INTO ca VALUES (1, ?, 0, ?)", (next_serial, migrated_from))
         connection.executemany(
-            f"INSERT INTO issued ({ISSUED_COLUMNS}, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-            (entry.to_row() for entry in entries),
+            f"INSERT INTO issued ({ISSUED_COLUMNS}, generation, changed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            ((*entry.to_row(), entry.generation) for entry in entries),
         )
         connection.execute("COMMIT")
         return connection.serialize()
@@ -651,7 +761,15 @@ class _Transaction:
         return _next_serial_of(row)
 
     def find(self, serial: int) -> IssuedCertificate | None:
-        return _find(self._connection, serial)
+        return _find(self._connection, GENERATION_COLUMN[DATABASE_VERSION], serial)
+
+    def reserve(self, count: int) -> int:
+        """Take `count` serials for certificates that are not recorded (a new generation's CA
+        certificates); returns the first."""
+        first = _available(self.next_serial())
+        _available(first + count - 1)
+        self._change(first + count)
+        return first
 
     def _change(self, next_serial: int = 0) -> int:
         """Bump the change counter (and raise the next serial to `next_serial`): the value is
@@ -666,8 +784,9 @@ class _Transaction:
     def add(self, entry: IssuedCertificate) -> None:
         changed = self._change(entry.serial + 1)
         self._connection.execute(
-            f"INSERT INTO issued ({ISSUED_COLUMNS}, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*entry.to_row(), changed),
+            f"INSERT INTO issued ({ISSUED_COLUMNS}, generation, changed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*entry.to_row(), entry.generation, changed),
         )
 
     def revoke(self, entry: IssuedCertificate) -> None:
@@ -691,11 +810,11 @@ def _next_serial_of(row: Any) -> int:
     return next_serial
 
 
-def _find(connection: sqlite3.Connection, serial: int) -> IssuedCertificate | None:
+def _find(connection: sqlite3.Connection, generation: str, serial: int) -> IssuedCertificate | None:
     if not 0 <= serial <= profile.SERIAL_MAX:
         return None  # SQLite integers are 64-bit; such a serial was never issued anyway
     row = connection.execute(
-        f"SELECT {ISSUED_COLUMNS} FROM issued WHERE serial = ?", (serial,)
+        f"SELECT {ISSUED_COLUMNS}, {generation} FROM issued WHERE serial = ?", (serial,)
     ).fetchone()
     return None if row is None else IssuedCertificate.from_row(row)
 
@@ -705,6 +824,8 @@ class _Database:
 
     Reads see the latest committed record; writes are transactions that wait (up to
     BUSY_TIMEOUT_SECONDS) for another process's. A forked child opens its own connection.
+    A version-1 file is read as it is until a write transaction (here or in another process)
+    upgrades it.
     """
 
     def __init__(self, path: Path) -> None:
@@ -714,6 +835,7 @@ class _Database:
         self._pid = 0
         self._transaction: _Transaction | None = None
         self._savepoints = 0
+        self._version = DATABASE_VERSION  # as `_check` found it
 
     @classmethod
     def open(cls, path: Path) -> _Database:
@@ -780,12 +902,14 @@ class _Database:
         if application_id != DATABASE_APPLICATION_ID:
             raise CAError(f"{self.path} is not a {STATE_FORMAT} database")
         (version,) = connection.execute("PRAGMA user_version").fetchone()
-        if version != DATABASE_VERSION:
+        if version not in GENERATION_COLUMN:
             raise CAError(
-                f"{self.path} has version {version}; this program reads version {DATABASE_VERSION}"
+                f"{self.path} has version {version}; this program reads versions "
+                f"{GENERATIONLESS_DATABASE_VERSION} and {DATABASE_VERSION}"
             )
-        if connection.execute(_SCHEMA_QUERY).fetchall() != _reference_schema():
+        if connection.execute(_SCHEMA_QUERY).fetchall() != _reference_schema(version):
             raise CAError(f"{self.path} is corrupt: its tables are not the ones this program makes")
+        self._version = version
         rows = connection.execute("SELECT id, changes, migrated_from FROM ca").fetchall()
         if len(rows) != 1 or rows[0][0] != 1:
             raise _Corrupt("ca", "must hold exactly one row")
@@ -813,18 +937,49 @@ class _Database:
         with self._lock, _database_errors(self.path):
             yield self._connect()
 
-    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    def read(self, query: Callable[[sqlite3.Connection, str], T]) -> T:
+        """`query(connection, generation)`, where `generation` is the SQL expression of an
+        entry's generation. A version-1 file is read in one snapshot with its version, which
+        another process may have upgraded meanwhile."""
         with self._reading() as connection:
-            return query(connection)
+            if self._version == DATABASE_VERSION or self._transaction is not None:
+                return query(connection, GENERATION_COLUMN[DATABASE_VERSION])
+            connection.execute("BEGIN")
+            try:
+                (version,) = connection.execute("PRAGMA user_version").fetchone()
+                if version != self._version:
+                    self._check(connection)
+                return query(connection, GENERATION_COLUMN[self._version])
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("COMMIT")  # a read: nothing to keep or lose
 
     def migrated_from(self) -> str | None:
         """The SHA-256 (hex) of the version-1 ca.json this record was made from, if any."""
-        (digest,) = self.read(lambda c: c.execute("SELECT migrated_from FROM ca").fetchone())
+        (digest,) = self.read(lambda c, _: c.execute("SELECT migrated_from FROM ca").fetchone())
         return None if digest is None else str(digest)
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (SQLite's data_version)."""
-        return int(self.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+        return int(self.read(lambda c, _: c.execute("PRAGMA data_version").fetchone()[0]))
+
+    def highest_generation(self) -> int:
+        """The newest generation that issued an entry (1 when there are none)."""
+        (highest,) = self.read(
+            lambda c, generation: (
+                (FIRST_GENERATION,)
+                if generation == GENERATION_COLUMN[GENERATIONLESS_DATABASE_VERSION]
+                else c.execute(f"SELECT max({generation}) FROM issued").fetchone()
+            )
+        )
+        if highest is not None and (type(highest) is not int or highest >= MAX_GENERATION):
+            shown = _shown(str(highest))
+            raise CAError(f"{self.path} is corrupt: issued.generation {shown} is out of range")
+        return FIRST_GENERATION if highest is None else max(FIRST_GENERATION, highest)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._transaction is not None
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[_Transaction]:
@@ -837,16 +992,32 @@ class _Database:
             with _database_errors(self.path):
                 connection = self._connect()
                 connection.execute("BEGIN IMMEDIATE")
+            version = self._version
             transaction = self._transaction = _Transaction(connection)
             try:
                 with _database_errors(self.path):
+                    self._upgrade(connection)
                     yield transaction
                     connection.execute("COMMIT")
             finally:
                 self._transaction = None
                 if connection.in_transaction:
+                    self._version = version  # an upgrade rolled back with the rest
                     with contextlib.suppress(sqlite3.Error):
                         connection.execute("ROLLBACK")
+
+    def _upgrade(self, connection: sqlite3.Connection) -> None:
+        """Make a version-1 file version 2 (every entry generation 1's) within the write
+        transaction that has just begun, unless another process did it already."""
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if version == GENERATIONLESS_DATABASE_VERSION:
+            self._check(connection)  # the version-1 schema, as this program made it
+            for statement in DATABASE_UPGRADE:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {DATABASE_VERSION}")
+        elif version != self._version:
+            self._check(connection)
+        self._version = DATABASE_VERSION
 
     def _nested(self, transaction: _Transaction) -> Iterator[_Transaction]:
         connection = self._connect()
@@ -869,8 +1040,8 @@ class _Database:
 
 
 class TestCA:
-    """The signature and authentication CAs, the CVC hierarchy, the card-info signer and the
-    issuance record."""
+    """The signature and authentication CAs of every generation, the CVC hierarchy, the
+    card-info signer and the issuance record."""
 
     # Not a pytest test class despite the name.
     __test__: ClassVar[bool] = False
@@ -878,8 +1049,7 @@ class TestCA:
     def __init__(
         self,
         directory: Path,
-        signature: CertificateAuthority,
-        authentication: CertificateAuthority,
+        generations: tuple[Generation, ...],
         *,
         card_info_signer: rsa.RSAPrivateKey,
         settings: _Settings,
@@ -890,9 +1060,12 @@ class TestCA:
     ) -> None:
         if (database is None) == (legacy is None):
             raise ValueError("a TestCA has its record either in ca.sqlite or in ca.json")
+        if [generation.number for generation in generations] != list(
+            range(FIRST_GENERATION, FIRST_GENERATION + len(generations))
+        ):
+            raise ValueError("a TestCA has generations 1, 2, … without gaps")
         self.directory = directory
-        self.signature = signature
-        self.authentication = authentication
+        self._generations = generations
         self.card_info_signer = card_info_signer
         # None until first used, for a CA made before the CVC keys existed.
         self._cvc_keys = cvc_keys
@@ -908,6 +1081,44 @@ class TestCA:
         # One transaction at a time per object (batches nest); other threads wait for it.
         self._lock = threading.RLock()
 
+    # --- generations -------------------------------------------------------------------------
+
+    @property
+    def generations(self) -> tuple[Generation, ...]:
+        """Every generation, oldest first; the last one issues."""
+        return self._generations
+
+    @property
+    def current(self) -> Generation:
+        """The generation that issues: the newest."""
+        return self._generations[-1]
+
+    @property
+    def signature(self) -> CertificateAuthority:
+        """The signature CA that issues (the current generation's)."""
+        return self.current.signature
+
+    @property
+    def authentication(self) -> CertificateAuthority:
+        """The authentication CA that issues (the current generation's)."""
+        return self.current.authentication
+
+    def generation(self, number: int) -> Generation:
+        """Generation `number`; CAError when this CA has no such generation."""
+        if not FIRST_GENERATION <= number <= len(self._generations):
+            raise CAError(
+                f"the test CA in {self.directory} has no generation {number} "
+                f"(it has {FIRST_GENERATION} to {len(self._generations)})"
+            )
+        return self._generations[number - FIRST_GENERATION]
+
+    def authority(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> CertificateAuthority:
+        """The `kind` CA of generation `generation` (default: the current one)."""
+        chosen = self.current if generation is None else self.generation(generation)
+        return chosen.authority(kind)
+
     # --- reading the record ------------------------------------------------------------------
 
     @property
@@ -917,7 +1128,7 @@ class TestCA:
                 assert self._legacy is not None
                 return self._legacy.next_serial
             return self._database.read(
-                lambda c: _next_serial_of(c.execute("SELECT next_serial FROM ca").fetchone())
+                lambda c, _: _next_serial_of(c.execute("SELECT next_serial FROM ca").fetchone())
             )
 
     @property
@@ -925,23 +1136,28 @@ class TestCA:
         """Every certificate this CA issued, in issuance order."""
         return self._select("", ())
 
-    def authority(self, kind: CertificateKind) -> CertificateAuthority:
-        return self.signature if kind is CertificateKind.SIGNATURE else self.authentication
-
     def find_issued(self, serial: int) -> IssuedCertificate | None:
         with self._lock:
             if self._database is None:
                 assert self._legacy is not None
                 return self._legacy.find(serial)
-            return self._database.read(lambda connection: _find(connection, serial))
+            return self._database.read(
+                lambda connection, generation: _find(connection, generation, serial)
+            )
 
-    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]:
-        """The revoked certificates of one CA, in issuance order."""
-        return self._select(
+    def revoked(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> tuple[IssuedCertificate, ...]:
+        """The revoked certificates of one kind, in issuance order: those of one generation,
+        or of every generation when `generation` is None."""
+        revoked = self._select(
             "WHERE kind = ? AND revocation_time IS NOT NULL",
             (kind.value,),
             lambda entry: entry.kind is kind and entry.revoked,
         )
+        if generation is None:
+            return revoked
+        return tuple(entry for entry in revoked if entry.generation == generation)
 
     def _select(
         self,
@@ -954,8 +1170,9 @@ class TestCA:
                 assert self._legacy is not None
                 return tuple(entry for entry in self._legacy.issued if legacy_filter(entry))
             rows = self._database.read(
-                lambda c: c.execute(
-                    f"SELECT {ISSUED_COLUMNS} FROM issued {where} ORDER BY serial", parameters
+                lambda c, generation: c.execute(
+                    f"SELECT {ISSUED_COLUMNS}, {generation} FROM issued {where} ORDER BY serial",
+                    parameters,
                 ).fetchall()
             )
             with _database_errors(self._database.path):
@@ -978,9 +1195,9 @@ class TestCA:
                 assert self._legacy is not None
                 return (0, self._legacy.issued) if counter < 0 else (counter, ())
             rows = self._database.read(
-                lambda c: c.execute(
-                    f"SELECT {ISSUED_COLUMNS}, changed FROM issued WHERE changed > ? "
-                    "ORDER BY changed",
+                lambda c, generation: c.execute(
+                    f"SELECT {ISSUED_COLUMNS}, {generation}, changed FROM issued "
+                    "WHERE changed > ? ORDER BY changed",
                     (counter,),
                 ).fetchall()
             )
@@ -1138,7 +1355,7 @@ class TestCA:
         with self._writing() as record:
             serial = _available(record.next_serial())
             certificate = build(serial)
-            record.add(_entry(authority.kind, certificate, holder, label))
+            record.add(_entry(authority, certificate, holder, label))
         return certificate
 
     @contextlib.contextmanager
@@ -1205,6 +1422,91 @@ class TestCA:
             "issued": [entry.to_json() for entry in issued],
         }
 
+    # --- a new generation --------------------------------------------------------------------
+
+    def rollover(self, *, now: datetime.datetime | None = None) -> Generation:
+        """Make the next generation (new keys, the same DNs, valid ten years from `now`) and
+        issue with it from now on; the older generations keep answering for what they issued.
+
+        Under the CA lock: rollovers in several processes make one generation each, in turn.
+        The generation is written whole or not at all (see the module docstring). Refused in a
+        `batch`, and when `now` is before the current generation's start (generations follow
+        the clock, so the newest one always ends last).
+        """
+        moment = profile.require_aware(_now(now))
+        with self._lock:
+            if self._database is not None and self._database.in_transaction:
+                raise CAError("a CA rollover cannot be part of a batch")
+            # The record first (outside the CA lock, which a migration takes): made from a
+            # version-1 ca.json, or upgraded to name generations, if need be.
+            with self._writing():
+                pass
+            database = self._database
+            assert database is not None
+            with _locked(self.directory):
+                self._generations = _with_later_generations(
+                    self.directory, self._generations, self.production_dn
+                )
+                current = self.current
+                started = current.signature.certificate.not_valid_before_utc
+                if moment < started:
+                    raise CAError(
+                        f"the clock ({moment.replace(microsecond=0).isoformat()}) is before "
+                        "the start of generation "
+                        f"{current.number} ({started.isoformat()}): a new generation starts "
+                        "after the current one"
+                    )
+                generation = self._write_generation(current.number + 1, moment, database)
+                self._generations = (*self._generations, generation)
+        return generation
+
+    def _write_generation(
+        self, number: int, moment: datetime.datetime, database: _Database
+    ) -> Generation:
+        """Generate generation `number` and write it (the caller holds the CA lock)."""
+        keys = {kind: _generate_key() for kind in CertificateKind}
+        with database.writing() as record:
+            first_serial = record.reserve(len(keys))
+        authorities = {
+            kind: CertificateAuthority(
+                kind,
+                profile.build_ca_certificate(
+                    kind, key, first_serial + offset, moment, self.production_dn
+                ),
+                key,
+                number,
+            )
+            for offset, (kind, key) in enumerate(keys.items())
+        }
+        parent = self.directory / GENERATIONS_DIRECTORY
+        final = parent / str(number)
+        temporary = parent / f".{number}.{secrets.token_hex(4)}.tmp"
+        try:
+            if not parent.is_dir():
+                make_private_directories(parent)
+                _sync_directory(self.directory)
+            _remove_interrupted_generations(parent)
+            os.mkdir(temporary, GENERATION_DIRECTORY_MODE)
+            os.chmod(temporary, GENERATION_DIRECTORY_MODE)  # whatever the umask
+            for authority in authorities.values():
+                _write_authority(temporary, authority)
+            # The commit point: the generation appears whole, or not at all.
+            os.rename(temporary, final)
+            _sync_directory(parent)
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise CAError(
+                f"cannot write generation {number} in {parent}: {error.strerror}"
+            ) from error
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        return Generation(
+            number,
+            authorities[CertificateKind.SIGNATURE],
+            authorities[CertificateKind.AUTHENTICATION],
+        )
+
     # --- creating and loading ----------------------------------------------------------------
 
     @classmethod
@@ -1267,10 +1569,14 @@ class TestCA:
                 raise CAError(
                     f"cannot write the test CA in {directory}: {error.strerror}"
                 ) from error
-        return cls(
-            directory,
+        first = Generation(
+            FIRST_GENERATION,
             authorities[CertificateKind.SIGNATURE],
             authorities[CertificateKind.AUTHENTICATION],
+        )
+        return cls(
+            directory,
+            (first,),
             card_info_signer=card_info_signer,
             settings=settings,
             cvc_keys=cvc_keys,
@@ -1284,9 +1590,7 @@ class TestCA:
         directory = Path(directory)
         raw, state = _read_state_file(directory)
         settings = state if isinstance(state, _Settings) else state.settings
-        signature, authentication = (
-            _load_authority(directory, kind, settings.production_dn) for kind in CertificateKind
-        )
+        first = _load_generation(directory, FIRST_GENERATION, settings.production_dn)
         card_info_signer = _load_card_info_signer(directory)
         cvc_keys = _load_cvc_keys(directory)
         path = directory / DATABASE_FILE
@@ -1298,10 +1602,22 @@ class TestCA:
             outdated = True
         else:
             legacy = state
+        try:
+            # The record before generations/: a generation is on disk before it issues.
+            highest = FIRST_GENERATION if database is None else database.highest_generation()
+            generations = _with_later_generations(directory, (first,), settings.production_dn)
+            if highest > len(generations):
+                raise CAError(
+                    f"{path} records certificates of generation {highest}, but "
+                    f"{generation_directory(directory, highest)} is missing"
+                )
+        except BaseException:
+            if database is not None:
+                database.close()
+            raise
         return cls(
             directory,
-            signature,
-            authentication,
+            generations,
             card_info_signer=card_info_signer,
             settings=settings,
             cvc_keys=cvc_keys,
@@ -1318,15 +1634,19 @@ def _available(serial: int) -> int:
 
 
 def _entry(
-    kind: CertificateKind, certificate: x509.Certificate, holder: Holder, label: str | None
+    authority: CertificateAuthority,
+    certificate: x509.Certificate,
+    holder: Holder,
+    label: str | None,
 ) -> IssuedCertificate:
     return IssuedCertificate(
         serial=certificate.serial_number,
-        kind=kind,
+        kind=authority.kind,
         subject=certificate.subject.rfc4514_string(),
         not_after=certificate.not_valid_after_utc,
         holder_name=holder.name,
         label=label,
+        generation=authority.generation,
     )
 
 
@@ -1509,8 +1829,90 @@ def _load_or_make_key(directory: Path, name: str) -> rsa.RSAPrivateKey:
     return key
 
 
+def _later_generations(directory: Path) -> list[int]:
+    """The numbers of generations/N (2, 3, … without gaps) in `directory`; CAError for an entry
+    this program would not have written there. An interrupted rollover's leftover is skipped."""
+    parent = Path(directory) / GENERATIONS_DIRECTORY
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise CAError(f"cannot read {parent}: {error.strerror}") from error
+    numbers = []
+    for name in names:
+        if GENERATION_LEFTOVER_PATTERN.fullmatch(name):
+            continue
+        path = parent / name
+        if not GENERATION_NAME_PATTERN.fullmatch(name) or int(name) <= FIRST_GENERATION:
+            raise CAError(f"{path} is not a CA generation (generations/2, 3, …): move it away")
+        try:
+            is_directory = stat.S_ISDIR(os.lstat(path).st_mode)
+        except OSError as error:
+            raise CAError(f"cannot read {path}: {error.strerror}") from error
+        if not is_directory:
+            raise CAError(f"{path} is damaged: a CA generation is a directory")
+        numbers.append(int(name))
+    numbers.sort()
+    for expected, number in enumerate(numbers, start=FIRST_GENERATION + 1):
+        if number != expected:
+            raise CAError(
+                f"{parent / str(expected)} is missing, but {parent / str(number)} is there"
+            )
+    return numbers
+
+
+def _with_later_generations(
+    directory: Path, known: tuple[Generation, ...], production_dn: bool
+) -> tuple[Generation, ...]:
+    """`known` and the generations on disk after them, loaded; every key only once."""
+    newer = [number for number in _later_generations(directory) if number > len(known)]
+    generations = (
+        *known,
+        *(_load_generation(directory, number, production_dn) for number in newer),
+    )
+    seen: dict[bytes, int] = {}
+    for generation in generations:
+        for authority in generation.authorities:
+            earlier = seen.setdefault(authority.key_id, generation.number)
+            if earlier != generation.number:
+                path = generation_directory(directory, generation.number)
+                raise CAError(
+                    f"{path / certificate_file(authority.kind)} has the key of generation "
+                    f"{earlier}: a copied generation? move it away"
+                )
+    return generations
+
+
+def _remove_interrupted_generations(parent: Path) -> None:
+    """Delete what interrupted rollovers left in generations/ (the caller holds the CA lock)."""
+    for name in os.listdir(parent):
+        if GENERATION_LEFTOVER_PATTERN.fullmatch(name):
+            shutil.rmtree(parent / name, ignore_errors=True)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make an entry made or renamed in `directory` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _load_generation(directory: Path, number: int, production_dn: bool) -> Generation:
+    signature, authentication = (
+        _load_authority(generation_directory(directory, number), kind, production_dn, number)
+        for kind in CertificateKind
+    )
+    return Generation(number, signature, authentication)
+
+
 def _load_authority(
-    directory: Path, kind: CertificateKind, production_dn: bool
+    directory: Path,
+    kind: CertificateKind,
+    production_dn: bool,
+    generation: int = FIRST_GENERATION,
 ) -> CertificateAuthority:
     certificate_path = directory / certificate_file(kind)
     key_path = directory / key_file(kind)
@@ -1528,7 +1930,7 @@ def _load_authority(
             f"{certificate_path} is not the {kind.value} CA of this directory "
             f"(subject {certificate.subject.rfc4514_string()})"
         )
-    return CertificateAuthority(kind, certificate, private_key)
+    return CertificateAuthority(kind, certificate, private_key, generation)
 
 
 def _load_ca_certificate(path: Path) -> x509.Certificate:

@@ -15,6 +15,7 @@ from card_emulator.applications.card_level import CARD_LEVEL
 from card_emulator.applications.jpki import JPKI
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.applications.resident_registry import COMMON, RESIDENT_REGISTRY
+from card_emulator.state.administrator import AdministratorKey
 from card_emulator.state.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
 from card_emulator.state.pin_reference import DEFAULT_ITERATIONS, PinReference
 from card_emulator.vocabulary.identifiers import CardFaceFile, CardInfoFile, CommonFile, JpkiFile
@@ -103,7 +104,7 @@ def provision_card(
     if not card_info.SECURITY_CODE_PATTERN.fullmatch(security_code):
         raise ProvisioningError("the security code must be 4 digits")
 
-    image = CardImage(settings=settings or CardSettings())
+    image = CardImage(settings=settings or CardSettings(), admin=AdministratorKey.create())
 
     def reference(value: str, tries: int) -> PinReference:
         return PinReference.create(value.encode(), tries, pin_iterations)
@@ -259,14 +260,15 @@ def application_name(pin: Pin) -> str:
 
 
 def unblock_pin(image: CardImage, pin: Pin, new_pin: str | None = None) -> None:
-    """What a municipal office does: restore a PIN's tries, optionally setting a new value."""
+    """What a municipal office does: restore a PIN's tries (to this card's limit for it),
+    optionally setting a new value. `jpki.issuer.window` does it on card files, with history."""
     reference = image.contents(application_name(pin)).pins.get(pin.fid)
     if reference is None:
         raise ProvisioningError(f"this card has no {pin.label}")
     if new_pin is not None:
         check_pin(pin, new_pin)
         reference.replace(new_pin.encode())
-    reference.tries_left = pin.max_tries
+    reference.tries_left = image.settings.max_tries(pin.rule)
 
 
 def card_summary(image: CardImage) -> dict[str, object]:
@@ -290,6 +292,8 @@ def card_summary(image: CardImage) -> dict[str, object]:
                 "max_tries": image.settings.max_tries(pin.rule),
                 "blocked": reference.blocked,
             }
+            if reference.blocked:  # which lock this is, and who can open it (lifecycle.md §2)
+                pins[pin.key] |= {"protects": pin.lock.protects, "unlock": list(pin.lock.channels)}
     metadata = image.metadata
     return {
         "holder": metadata.get("holder"),

@@ -1,4 +1,6 @@
-"""Revocation as the test CA publishes it: the CRLs and OCSP responses its two CAs sign.
+"""Revocation as the test CA publishes it: the CRLs and OCSP responses its two CAs sign, in
+every generation (each generation's CRL lists what it issued; OCSP answers are signed by the
+generation that issued the certificate).
 
 Pure (state in, DER out); `jpki.issuer.server` puts it on HTTP, answering from a copy of the
 record it holds in memory. The relying party's checks are in `jpki.relying_party.revocation`.
@@ -17,7 +19,7 @@ from cryptography.x509 import ocsp
 
 from jpki import clock
 from jpki.certificates import CertificateKind, ocsp_issuer_hashes
-from jpki.issuer.ca import CertificateAuthority, IssuedCertificate, RevocationReason
+from jpki.issuer.ca import CertificateAuthority, Generation, IssuedCertificate, RevocationReason
 from jpki.issuer.profile import require_aware
 
 UTC = datetime.UTC
@@ -31,16 +33,17 @@ class IssuerRecord(Protocol):
     """What CRLs and OCSP answers are made from: a `TestCA`, or a copy of its record."""
 
     @property
-    def signature(self) -> CertificateAuthority: ...
+    def generations(self) -> tuple[Generation, ...]: ...
 
-    @property
-    def authentication(self) -> CertificateAuthority: ...
-
-    def authority(self, kind: CertificateKind) -> CertificateAuthority: ...
+    def authority(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> CertificateAuthority: ...
 
     def find_issued(self, serial: int) -> IssuedCertificate | None: ...
 
-    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]: ...
+    def revoked(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> tuple[IssuedCertificate, ...]: ...
 
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
@@ -69,13 +72,16 @@ def build_crl(
     ca: IssuerRecord,
     kind: CertificateKind,
     *,
+    generation: int | None = None,
     now: datetime.datetime | None = None,
     next_update: datetime.timedelta = CRL_VALIDITY,
 ) -> x509.CertificateRevocationList:
-    """The complete CRL of one CA as of `now`, signed by it with sha256WithRSAEncryption."""
+    """The complete CRL of one CA as of `now`: the `kind` CA of `generation` (default: the
+    current one), listing the certificates it revoked of those it issued, signed by its key with
+    sha256WithRSAEncryption (its authorityKeyIdentifier names the generation)."""
     if next_update <= datetime.timedelta(0):
         raise ValueError("next_update must be positive")
-    authority = ca.authority(kind)
+    authority = ca.authority(kind, generation)
     this_update = _now(now)
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -87,7 +93,7 @@ def build_crl(
         # it increases from one CRL to the next as RFC 5280 asks.
         .add_extension(x509.CRLNumber(int(this_update.timestamp())), critical=False)
     )
-    for entry in ca.revoked(kind):
+    for entry in ca.revoked(kind, authority.generation):
         revocation_time, reason = _revocation_of(entry)
         revoked = (
             x509.RevokedCertificateBuilder()
@@ -146,15 +152,17 @@ def read_ocsp_request(request_der: bytes) -> OcspQuestion | bytes:
 def answer_ocsp(
     ca: IssuerRecord, question: OcspQuestion, *, now: datetime.datetime | None = None
 ) -> bytes:
-    """The DER response to `question`, signed by the CA that issued the certificate; a nonce is
-    echoed. One naming neither CA (by issuer key hash and name hash) gets unauthorized; a serial
-    the CA never issued is answered unknown."""
+    """The DER response to `question`, signed by the CA that issued the certificate (of the
+    generation the request's issuer key hash names); a nonce is echoed. One naming none of the
+    CAs (by issuer key hash and name hash) gets unauthorized; a serial that CA never issued (or
+    that another CA or generation issued) is answered unknown."""
     this_update = _now(now)
-    # Both CAs have DNs of one pattern (and CA generations share a DN): the key decides.
+    # Both CAs have DNs of one pattern and CA generations share a DN: the key decides.
     authority = next(
         (
             candidate
-            for candidate in (ca.signature, ca.authentication)
+            for generation in reversed(ca.generations)
+            for candidate in generation.authorities
             if ocsp_issuer_hashes(candidate.certificate, question.algorithm)
             == (question.name_hash, question.key_hash)
         ),
@@ -165,7 +173,11 @@ def answer_ocsp(
     entry = ca.find_issued(question.serial)
     revocation_time: datetime.datetime | None = None
     reason: x509.ReasonFlags | None = None
-    if entry is None or entry.kind is not authority.kind:
+    if (
+        entry is None
+        or entry.kind is not authority.kind
+        or entry.generation != authority.generation
+    ):
         status = ocsp.OCSPCertStatus.UNKNOWN
     elif entry.revoked:
         status = ocsp.OCSPCertStatus.REVOKED

@@ -1,19 +1,24 @@
-"""The test CA on HTTP, for relying parties under test: OCSP (RFC 6960, POST and GET) and a fresh
-CRL for each of the two CAs, answered from the CA directory's current state.
+"""The test CA on HTTP, for relying parties under test: OCSP (RFC 6960, POST and GET) for every
+CA generation and a fresh CRL for each CA of each generation, answered from the CA directory's
+current state.
 
-    POST /ocsp                    DER request in, application/ocsp-response out
-    GET  /ocsp/<base64 request>   the same, RFC 6960 appendix A.1
-    GET  /crl/signature.crl       DER CRL of the signature CA (application/pkix-crl)
-    GET  /crl/authentication.crl  DER CRL of the authentication CA
+    POST /ocsp                      DER request in, application/ocsp-response out
+    GET  /ocsp/<base64 request>     the same, RFC 6960 appendix A.1
+    GET  /crl/signature.crl         DER CRL of the current generation's signature CA
+                                    (application/pkix-crl)
+    GET  /crl/authentication.crl    DER CRL of the current generation's authentication CA
+    GET  /crl/signature-<N>.crl     DER CRL of generation N's signature CA (N = 1, 2, …)
+    GET  /crl/authentication-<N>.crl
 
 Answers come from the CA held in memory: its keys, loaded once, and a copy of its record,
 followed rather than re-read. Before each answer one cheap check (SQLite's data_version on
 ca.sqlite, microseconds) tells whether another process changed the record, and then only the
 changed entries are read, so revocations recorded by another process (`jpki ca revoke`) are served
-at once, without a restart. Requests without a nonce get responses signed once and reused for up
-to a minute, or until the certificate's entry changes, as RFC 5019 responders pre-sign them; a
-request with a nonce is signed afresh, to echo it. CRLs are re-signed when the record changes or
-a minute has passed. Binds to loopback unless told otherwise.
+at once, without a restart. A new generation (`jpki ca rollover`) is noticed the same way, by a
+listing of generations/, and the CA is then loaded again. Requests without a nonce get responses
+signed once and reused for up to a minute, or until the certificate's entry changes, as RFC 5019
+responders pre-sign them; a request with a nonce is signed afresh, to echo it. CRLs are re-signed
+when the record changes or a minute has passed. Binds to loopback unless told otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import binascii
 import contextlib
 import io
 import logging
+import re
 import socket
 import socketserver
 import sys
@@ -39,14 +45,26 @@ from cryptography.x509 import ocsp
 
 from jpki.certificates import CertificateKind
 from jpki.issuer import revocation
-from jpki.issuer.ca import CAError, CertificateAuthority, IssuedCertificate, TestCA
+from jpki.issuer.ca import (
+    CAError,
+    CertificateAuthority,
+    Generation,
+    IssuedCertificate,
+    TestCA,
+    generation_marker,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 OCSP_PATH = "/ocsp"
-CRL_PATHS = {f"/crl/{kind.value}.crl": kind for kind in CertificateKind}
+# /crl/<kind>.crl (the current generation) or /crl/<kind>-<N>.crl (generation N).
+CRL_PATH = re.compile(
+    r"/crl/(?P<kind>{})(?:-(?P<generation>[1-9][0-9]{{0,8}}))?\.crl".format(
+        "|".join(kind.value for kind in CertificateKind)
+    )
+)
 # An OCSP request for one certificate is a few hundred bytes.
 MAX_REQUEST_BYTES = 64 * 1024
 # A whole request (headers and body) must arrive within this, however slowly it trickles in.
@@ -65,46 +83,61 @@ PRESIGNED_SECONDS = 60.0
 PRESIGNED_RESPONSES = 4096
 
 
+# The revoked certificates of one CA: its kind and generation.
+CAKey = tuple[CertificateKind, int]
+
+
 class CASnapshot:
-    """The CA's two authorities and a copy of its record, in memory (revocation.IssuerRecord)."""
+    """The CA's generations and a copy of its record, in memory (revocation.IssuerRecord)."""
 
     def __init__(self, ca: TestCA) -> None:
-        self.signature = ca.signature
-        self.authentication = ca.authentication
+        self.generations: tuple[Generation, ...] = ca.generations
         self._entries: dict[int, IssuedCertificate] = {}
-        self._revoked: dict[CertificateKind, dict[int, IssuedCertificate]] = {
-            kind: {} for kind in CertificateKind
-        }
+        self._revoked: dict[CAKey, dict[int, IssuedCertificate]] = {}
         # What readers see: replaced whole by `apply`, never changed in place.
-        self._revoked_lists: dict[CertificateKind, tuple[IssuedCertificate, ...]] = {
-            kind: () for kind in CertificateKind
-        }
+        self._revoked_lists: dict[CAKey, tuple[IssuedCertificate, ...]] = {}
 
-    def authority(self, kind: CertificateKind) -> CertificateAuthority:
-        return self.signature if kind is CertificateKind.SIGNATURE else self.authentication
+    @property
+    def current(self) -> Generation:
+        return self.generations[-1]
+
+    def authority(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> CertificateAuthority:
+        """The `kind` CA of `generation` (default: the current one); CAError if there is none."""
+        number = self.current.number if generation is None else generation
+        if not 1 <= number <= len(self.generations):
+            raise CAError(f"the test CA has no generation {number}")
+        return self.generations[number - 1].authority(kind)
 
     def find_issued(self, serial: int) -> IssuedCertificate | None:
         return self._entries.get(serial)
 
-    def revoked(self, kind: CertificateKind) -> tuple[IssuedCertificate, ...]:
-        return self._revoked_lists[kind]
+    def revoked(
+        self, kind: CertificateKind, generation: int | None = None
+    ) -> tuple[IssuedCertificate, ...]:
+        if generation is not None:
+            return self._revoked_lists.get((kind, generation), ())
+        lists = [entries for key, entries in self._revoked_lists.items() if key[0] is kind]
+        return tuple(sorted((e for entries in lists for e in entries), key=lambda e: e.serial))
 
     def apply(self, entries: tuple[IssuedCertificate, ...]) -> None:
         """Take in entries issued or revoked since the copy was made. One writer at a time (the
         cache's lock); readers in other threads see each entry and each list whole, old or new."""
-        changed_kinds = set()
+        changed = set()
         for entry in entries:
             self._entries[entry.serial] = entry
-            revoked = self._revoked[entry.kind]
+            key = (entry.kind, entry.generation)
+            revoked = self._revoked.setdefault(key, {})
             if entry.revoked or entry.serial in revoked:
-                changed_kinds.add(entry.kind)
+                changed.add(key)
                 if entry.revoked:
                     revoked[entry.serial] = entry
                 else:
                     del revoked[entry.serial]
-        for kind in changed_kinds:
-            revoked = self._revoked[kind]
-            self._revoked_lists[kind] = tuple(revoked[serial] for serial in sorted(revoked))
+        for key in changed:
+            revoked = self._revoked[key]
+            self._revoked_lists[key] = tuple(revoked[serial] for serial in sorted(revoked))
 
 
 class CAStateCache:
@@ -121,12 +154,13 @@ class CAStateCache:
         self._ca: TestCA | None = None
         self._snapshot: CASnapshot | None = None
         self._version: tuple[object, ...] = ()
+        self._generations: tuple[str, ...] = ()
         self._counter = -1
         # Bumped by every change of the record: a signed answer made from an older copy is not
         # kept (another thread may have signed it while the change came in).
         self._generation = 0
         self._responses: dict[bytes, tuple[int, float, bytes]] = {}  # request: serial, time, DER
-        self._crls: dict[CertificateKind, tuple[int, float, bytes]] = {}
+        self._crls: dict[CAKey, tuple[int, float, bytes]] = {}
 
     def current(self) -> CASnapshot:
         """The CA as of now; raises CAError when the directory holds no usable CA."""
@@ -136,6 +170,8 @@ class CAStateCache:
         with self._lock:
             if self._ca is None or self._snapshot is None:
                 return self._load()
+            if generation_marker(self.directory) != self._generations:
+                return self._load()  # a rollover: load the CA again, with its new generation
             version = self._ca.record_version()
             if version != self._version:
                 if version[0] != self._version[0] or version[0] == "ca.json":
@@ -144,14 +180,17 @@ class CAStateCache:
             return self._snapshot, self._generation
 
     def _load(self) -> tuple[CASnapshot, int]:
+        # Before reading: a change in between is seen next time.
+        generations = generation_marker(self.directory)
         ca = TestCA.load(self.directory)
-        version = ca.record_version()  # before reading: a change in between is seen next time
+        version = ca.record_version()
         counter, entries = ca.changes_since(-1)
         snapshot = CASnapshot(ca)
         snapshot.apply(entries)
         if self._ca is not None:
             self._ca.close()
         self._ca, self._snapshot, self._version, self._counter = ca, snapshot, version, counter
+        self._generations = generations
         self._generation += 1
         self._responses.clear()
         self._crls.clear()
@@ -190,11 +229,16 @@ class CAStateCache:
                     self._responses[request_der] = (question.serial, signed_at, response)
         return response
 
-    def crl(self, kind: CertificateKind) -> bytes:
-        """The DER CRL of one CA."""
+    def crl(self, kind: CertificateKind, ca_generation: int | None = None) -> bytes | None:
+        """The DER CRL of one CA: the `kind` CA of generation `ca_generation` (default: the
+        current one); None when the CA has no such generation."""
         snapshot, generation = self._current()
+        number = snapshot.current.number if ca_generation is None else ca_generation
+        if not 1 <= number <= len(snapshot.generations):
+            return None
+        key = (kind, number)
         with self._lock:
-            kept = self._crls.get(kind)
+            kept = self._crls.get(key)
         if (
             kept is not None
             and kept[0] == generation
@@ -202,10 +246,11 @@ class CAStateCache:
         ):
             return kept[2]
         signed_at = time.monotonic()
-        der = revocation.build_crl(snapshot, kind).public_bytes(serialization.Encoding.DER)
+        crl = revocation.build_crl(snapshot, kind, generation=number)
+        der = crl.public_bytes(serialization.Encoding.DER)
         with self._lock:
             if generation == self._generation:
-                self._crls[kind] = (generation, signed_at, der)
+                self._crls[key] = (generation, signed_at, der)
         return der
 
 
@@ -353,8 +398,11 @@ class _CARequestHandler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith(OCSP_PATH + "/") and len(path) > len(OCSP_PATH) + 1:
             self._answer_ocsp(_decode_get_request(path[len(OCSP_PATH) + 1 :]))
-        elif path in CRL_PATHS:
-            self._answer_crl(CRL_PATHS[path])
+        elif crl_path := CRL_PATH.fullmatch(path):
+            number = crl_path["generation"]
+            self._answer_crl(
+                CertificateKind(crl_path["kind"]), None if number is None else int(number)
+            )
         else:
             self.send_error(HTTPStatus.NOT_FOUND)
 
@@ -366,12 +414,15 @@ class _CARequestHandler(BaseHTTPRequestHandler):
             body = _internal_error_response()
         self._send(body, revocation.OCSP_RESPONSE_MEDIA_TYPE)
 
-    def _answer_crl(self, kind: CertificateKind) -> None:
+    def _answer_crl(self, kind: CertificateKind, generation: int | None) -> None:
         try:
-            crl = self.server.ca_state.crl(kind)
+            crl = self.server.ca_state.crl(kind, generation)
         except CAError as error:
             logger.error("cannot make the %s CRL: %s", kind.value, error)
             self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return
+        if crl is None:  # no such generation
+            self.send_error(HTTPStatus.NOT_FOUND)
             return
         self._send(crl, revocation.CRL_MEDIA_TYPE)
 
@@ -424,7 +475,7 @@ def serve(ca_directory: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with make_server(ca_directory, host, port) as server:
         logger.info(
-            "test CA %s: OCSP at %s%s, CRLs at %s/crl/{signature,authentication}.crl",
+            "test CA %s: OCSP at %s%s, CRLs at %s/crl/{signature,authentication}[-N].crl",
             ca_directory,
             server.base_url,
             OCSP_PATH,

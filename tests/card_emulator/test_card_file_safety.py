@@ -149,20 +149,26 @@ SETTINGS_BEFORE_VERSION_3 = (
     "atr", "warm_reset_keeps_security_state", "wrong_length_pin_counts_as_attempt", "select_fci",
 )  # fmt: skip
 APPLICATIONS_BEFORE_VERSION_3 = ("jpki", "card-info")
+SETTINGS_FROM_VERSION_4 = ("admin_apdus",)
 
 
 def older_file(version: int) -> bytes:
     """The fixture card taro as an emulator that wrote `version` would have: version 1 has no
-    checksum; neither has the settings or applications that version 3 added."""
+    checksum; neither has the settings or applications that version 3 added; none has the
+    administrator key or the setting that version 4 added."""
     data = json.loads((CARDS / "taro.json").read_text())
     data["version"] = version
+    del data["admin"]
     data["settings"] = {
-        name: value for name, value in data["settings"].items() if name in SETTINGS_BEFORE_VERSION_3
+        name: value
+        for name, value in data["settings"].items()
+        if name not in SETTINGS_FROM_VERSION_4
+        and (version >= 3 or name in SETTINGS_BEFORE_VERSION_3)
     }
     data["applications"] = {
         name: value
         for name, value in data["applications"].items()
-        if name in APPLICATIONS_BEFORE_VERSION_3
+        if version >= 3 or name in APPLICATIONS_BEFORE_VERSION_3
     }
     if version < CHECKSUM_VERSION:
         del data["checksum"]
@@ -170,7 +176,7 @@ def older_file(version: int) -> bytes:
     return resealed(data)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_file_still_opens_and_is_rewritten_in_the_current_version(
     card_file: Path, version: int
 ) -> None:
@@ -186,8 +192,9 @@ def test_an_older_file_still_opens_and_is_rewritten_in_the_current_version(
         assert card.transmit(RIGHT_AUTH_PIN) == b"\x90\x00"
         assert card.transmit(bytes.fromhex("002401980434333231")) == b"\x90\x00"
     rewritten = card_file.read_bytes()  # a PIN change rewrites the image
-    assert json.loads(rewritten)["version"] == FORMAT_VERSION == 3
+    assert json.loads(rewritten)["version"] == FORMAT_VERSION == 4
     assert CardImage.loads(rewritten).dumps() == rewritten  # in canonical form
+    assert json.loads(rewritten)["admin"] is None  # the card makes no administrator key
     assert read_image(card_file).settings == CardSettings()  # the added settings' defaults
     assert tries(card_file) == 3
 

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -197,3 +198,83 @@ def test_a_damaged_card_file_gives_one_readable_line(
         VirtualCard.open(card_file)
     assert "\n" not in str(error.value)
     assert str(card_file) in str(error.value)
+
+
+# Waiting for a card in use: administrative commands queue instead of failing ------------------
+
+
+def test_open_with_wait_takes_the_card_once_it_is_free(card_file: Path) -> None:
+    first = FileStore.open(card_file)
+    opened: list[FileStore] = []
+    waiter = threading.Thread(target=lambda: opened.append(FileStore.open(card_file, wait=10)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    assert not opened  # still waiting
+    first.image.contents("jpki").pins[AUTH_PIN_FID].tries_left = 1
+    first.commit()
+    first.close()
+    waiter.join(timeout=10)
+    (second,) = opened
+    try:
+        assert time.monotonic() - started >= 0.3
+        # It loaded the card only once it held the lock: it sees the first one's change.
+        assert second.image.contents("jpki").pins[AUTH_PIN_FID].tries_left == 1
+    finally:
+        second.close()
+
+
+def test_open_with_wait_gives_up_after_the_wait(card_file: Path) -> None:
+    with VirtualCard.open(card_file):
+        started = time.monotonic()
+        with pytest.raises(CardFileError, match=r"in use by another process .*waited 0.2 s"):
+            FileStore.open(card_file, wait=0.2)
+        assert 0.2 <= time.monotonic() - started < 2
+        with pytest.raises(CardFileError, match="in use by another process"):
+            FileStore.open(card_file)  # the default still fails at once
+
+
+def test_two_administrative_commands_at_once_both_succeed(card_file: Path) -> None:
+    store = FileStore.open(card_file)
+    pins = store.image.contents("jpki").pins
+    pins[0x18].tries_left = pins[0x1B].tries_left = 0
+    assert store.image.admin is not None
+    store.image.admin.tries_left = 0
+    store.commit()
+    store.close()
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def unblock(change: Callable[[FileStore], None]) -> None:
+        barrier.wait()
+        try:
+            store = FileStore.open(card_file, wait=10)
+            try:
+                change(store)
+                time.sleep(0.1)  # holds the card while the others wait
+                store.commit()
+            finally:
+                store.close()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    def auth(store: FileStore) -> None:
+        store.image.contents("jpki").pins[0x18].tries_left = 3
+
+    def sign(store: FileStore) -> None:
+        store.image.contents("jpki").pins[0x1B].tries_left = 5
+
+    def admin(store: FileStore) -> None:
+        assert store.image.admin is not None
+        store.image.admin.restore()
+
+    threads = [threading.Thread(target=unblock, args=(change,)) for change in (auth, sign, admin)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    image = read_image(card_file)  # nothing lost: each saw the one before
+    assert image.contents("jpki").pins[0x18].tries_left == 3
+    assert image.contents("jpki").pins[0x1B].tries_left == 5
+    assert image.admin is not None and image.admin.tries_left == 15

@@ -20,6 +20,14 @@ to an unpowered card and the municipal office's unblock are interleaved. After e
   the last power-off, AP switch or ISD SELECT, to a value its rule allows, and never for the
   card-face keys, whose values are printed on the card (with `shared_collation_counters`, the card
   face's collation numbers are the card-info AP's);
+- administration (lifecycle.md §6): the model knows the administrator key and each challenge `R`
+  the card gave, so it predicts every EXTERNAL AUTHENTICATE exactly (R consumed whatever the
+  outcome; 6A86, 6700, 6985 without a usable R, 6984 once blocked, 63Cx spending exactly the
+  administrator's try, 9000 only for AES-CMAC(K, R ‖ AID of the current AP), restoring 15); it
+  changes no other counter. RESET RETRY COUNTER answers 6982 and changes nothing without the
+  administrator state (given only by a right proof in this AP, gone with an AP switch, ISD
+  SELECT, reset or power-off); with it, it sets one counter of the current AP to its maximum and,
+  with P1 02, a value its rule allows, never for the 照合番号s, the birth-date key or `0012`;
 - a signature (`9000` to COMPUTE DIGITAL SIGNATURE) verifies, for the P1 scheme and the data sent,
   under one of the card's keys: a JPKI key whose PIN was verified since the last power-off, AP
   switch or ISD SELECT, or the card-face AP's own key with P1 00 in that AP; INTERNAL AUTHENTICATE
@@ -31,7 +39,7 @@ to an unpowered card and the municipal office's unblock are interleaved. After e
 - GET DATA answers only in the power-on state, with a card-level object whole; SET SESSION KEY is
   refused as each AP refuses it (secure messaging is off);
 - no response contains 16 consecutive bytes of a private key (private exponent, primes, CRT values,
-  their PKCS#8 DER or PEM) nor of a PIN's salt or hash.
+  their PKCS#8 DER or PEM) nor of a PIN's salt or hash, nor the administrator key.
 
 The model is kept from the card's answers (which PIN a VERIFY reached is told by its counter), so
 the card is checked against the rules, not against a second copy of its engine.
@@ -46,18 +54,19 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import cmac, hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.ciphers import algorithms
 
 from card_emulator.applications.model import AccessRule, Application, KeyFile, Never
-from card_emulator.engine import CardEngine, StatusError
+from card_emulator.engine import TRACE_LOGGER, CardEngine, StatusError
 from card_emulator.errors import CardPoweredOff
 from card_emulator.signing import SignatureScheme, sign
 from card_emulator.state.image import CardImage
@@ -155,8 +164,14 @@ SESSION_KEY_REFUSALS = {JPKI: 0x6982, JUKI: 0x6982, CARD_INFO: 0x6982, COMMON: 0
                         CARD_FACE: 0x66F1}  # fmt: skip
 SESSION_KEY_AFTER_PIN = 0x6A80  # the card-info AP, PIN 0011 verified, secure messaging off
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-KNOWN_INS = (0xA4, 0xB0, 0x20, 0x24, 0x2A, 0x84, 0xB2, 0x88, 0xCA, 0xAE, 0x32)
-OTHER_INS = (0x2C, 0x22, 0xC0, 0xD6, 0x82, 0x21, 0xB1, 0x25, 0xCB, 0xDA, 0xB3, 0x89)
+KNOWN_INS = (0xA4, 0xB0, 0x20, 0x24, 0x2A, 0x84, 0xB2, 0x88, 0xCA, 0xAE, 0x32, 0x82, 0x2C)
+OTHER_INS = (0x0E, 0x22, 0xC0, 0xD6, 0x44, 0x21, 0xB1, 0x25, 0xCB, 0xDA, 0xB3, 0x89)
+# Administration (lifecycle.md §6): the administrator's own counter, and what a reset may not do.
+ADMIN = ("admin", 0)  # its entry in a snapshot
+ADMIN_MAX_TRIES = 15
+ADMIN_CHALLENGE = 16
+NEVER_RESET = frozenset({(CARD_INFO, 0x12)})  # blocked at issuance, for good
+UNBLOCK_ONLY = UNCHANGEABLE | {(CARD_INFO, 0x14), (CARD_INFO, 0x15)}  # values from the face
 VALID_SW = frozenset(int(sw) for sw in SW) | {0x63C0 | tries for tries in range(16)}
 PLAIN_CLA = (0x00, 0x80)
 ODD_CLASSES = (0x80, 0x0C, 0x08, 0x04, 0x01, 0x03, 0x10, 0x40, 0x60, 0x20, 0xFF, 0x8C, 0x84, 0xA0)
@@ -168,7 +183,11 @@ SUITE_RUNS = [  # (card, settings, seed, APDUs, signature budget)
     ("taro", {}, 1, 16_000, 25),
     (
         "taro",
-        {"warm_reset_keeps_security_state": False, "wrong_length_pin_counts_as_attempt": False},
+        {
+            "warm_reset_keeps_security_state": False,
+            "wrong_length_pin_counts_as_attempt": False,
+            "admin_apdus": False,
+        },
         6,
         10_000,
         15,
@@ -380,11 +399,22 @@ Snapshot = dict[tuple[str, int], tuple[int, bytes, bytes]]
 
 
 def snapshot(image: CardImage) -> Snapshot:
-    return {
+    """Every PIN reference, and the administrator's counter under ADMIN."""
+    taken = {
         (app, fid): (reference.tries_left, reference.salt, reference.digest)
         for app, contents in image.applications.items()
         for fid, reference in contents.pins.items()
     }
+    if image.admin is not None:
+        taken[ADMIN] = (image.admin.tries_left, b"", b"")
+    return taken
+
+
+def cmac_proof(key: bytes, challenge: bytes, aid: bytes) -> bytes:
+    """AES-CMAC(K, R ‖ AID), written out here rather than borrowed from the emulator."""
+    mac = cmac.CMAC(algorithms.AES(key))
+    mac.update(challenge + aid)
+    return mac.finalize()
 
 
 # The model: what the card may do --------------------------------------------------------------
@@ -419,12 +449,18 @@ class Model:
         self.current: str | None = None  # the current DF (None: the MF, after power-on or reset)
         self.application: str | None = None  # whose PINs `verified` are
         self.verified: set[int] = set()
+        self.admin_key = image.admin.key if image.admin is not None else None
+        self.admin_apdus = settings.admin_apdus  # off: EXTERNAL AUTHENTICATE and RESET are 6D00
+        self.challenge: bytes | None = None  # R: the last 16-byte challenge in this AP
+        self.administrator = False  # a right proof in this AP
         self.public_keys = {
             (app, fid): key.public_key()
             for app, contents in image.applications.items()
             for fid, key in contents.keys.items()
         }
         self.secrets = Secrets(image)
+        if self.admin_key is not None:
+            self.secrets.add(self.admin_key)
         self.stats = FuzzStats()
 
     # what the card's settings make of the spec's rules
@@ -443,11 +479,17 @@ class Model:
     def power_cycle(self) -> None:
         self.current = self.application = None
         self.verified.clear()
+        self.forget_administration()
 
     def reset(self) -> None:
         self.current = None
         if not self.keep_on_reset:
             self.verified.clear()
+        self.forget_administration()  # whatever the warm-reset setting
+
+    def forget_administration(self) -> None:
+        self.challenge = None
+        self.administrator = False
 
     # the checks
     def check(self, raw: bytes, response: bytes, before: Snapshot, after: Snapshot) -> None:
@@ -487,7 +529,11 @@ class Model:
             0x88: self._internal_authenticate,
             0xCA: self._get_data,
             0xAE: self._set_session_key,
+            0x82: self._external_authenticate,
+            0x2C: self._reset_retry_counter,
         }.get(command.ins)
+        if command.ins in (0x82, 0x2C) and not self.admin_apdus:
+            handler = None
         if handler is None:
             if sw != SW.INS_NOT_SUPPORTED:
                 raise FuzzFailure(f"unknown INS {command.ins:02X} answered {sw:04X}")
@@ -522,6 +568,7 @@ class Model:
                 raise FuzzFailure(f"SELECT of the unknown AID {command.data.hex()} answered 9000")
             if application != self.application:
                 self.verified.clear()
+                self.forget_administration()
                 self.application = application
             self.current = application
             wants_fci = command.p2 == 0x00 and command.ne is not None
@@ -793,7 +840,116 @@ class Model:
             raise FuzzFailure("GET CHALLENGE answered 9000 to an extended, case 3/4 or P1P2 form")
         if command.ne is None or len(data) != command.ne or command.ne > 256:
             raise FuzzFailure(f"GET CHALLENGE answered {len(data)} bytes for Le={command.ne}")
+        self.challenge = data if len(data) == ADMIN_CHALLENGE else None
         self.stats.events["challenge"] += 1
+
+    def _only_admin_changed(self, before: Snapshot, after: Snapshot, what: str) -> None:
+        changed = [key for key in before if before[key] != after.get(key) and key != ADMIN]
+        if changed:
+            raise FuzzFailure(f"{what} changed counters other than the administrator's: {changed}")
+
+    def _external_authenticate(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        """Predicted exactly: the model knows K and the R the card gave."""
+        self._only_admin_changed(before, after, "EXTERNAL AUTHENTICATE")
+        challenge, self.challenge = self.challenge, None  # consumed whatever the outcome
+        tries = before[ADMIN][0] if ADMIN in before else None
+        right = (
+            challenge is not None
+            and self.current is not None
+            and self.admin_key is not None
+            and command.data == cmac_proof(self.admin_key, challenge, AIDS[self.current])
+        )
+        expected: int
+        if command.p1 or command.p2:
+            expected = SW.INCORRECT_P1_P2
+        elif len(command.data) != 16 or command.ne is not None:
+            expected = SW.WRONG_LENGTH
+        elif challenge is None or self.current is None or tries is None:
+            expected = SW.CONDITIONS_OF_USE_NOT_SATISFIED
+        elif tries == 0:
+            expected = SW.AUTHENTICATION_METHOD_BLOCKED
+        elif right:
+            expected = SW.SUCCESS
+        else:
+            expected = 0x63C0 | (tries - 1)
+        if sw != expected:
+            raise FuzzFailure(
+                f"EXTERNAL AUTHENTICATE answered {sw:04X}, expected {expected:04X} "
+                f"(R {'known' if challenge else 'none'}, {tries} administrator tries)"
+            )
+        admin_after = after[ADMIN][0] if ADMIN in after else None
+        if sw == SW.SUCCESS:
+            if admin_after != ADMIN_MAX_TRIES:
+                raise FuzzFailure(f"a right proof left the administrator {admin_after} tries")
+            self.administrator = True
+            self.stats.events["admin authenticated"] += 1
+        elif sw & 0xFFF0 == 0x63C0:
+            if admin_after != sw & 0x0F:
+                raise FuzzFailure(f"a wrong proof {sw:04X} left {admin_after} tries on the card")
+            self.administrator = False
+            self.stats.events["admin proof refused"] += 1
+        else:
+            if before.get(ADMIN) != after.get(ADMIN):
+                raise FuzzFailure(f"EXTERNAL AUTHENTICATE {sw:04X} changed the administrator")
+            self.stats.events[f"admin {SW(sw).name.lower()}"] += 1
+
+    def _reset_retry_counter(
+        self, command: Command, data: bytes, sw: int, before: Snapshot, after: Snapshot
+    ) -> None:
+        changed = [key for key in before if before[key] != after[key]]
+        if not self.administrator:
+            if sw != SW.SECURITY_STATUS_NOT_SATISFIED:
+                raise FuzzFailure(f"RESET RETRY COUNTER without the proof answered {sw:04X}")
+            self._unchanged(before, after)
+            return
+        if command.p1 not in (0x02, 0x03):
+            expected: int | None = SW.INCORRECT_P1_P2
+        elif (command.p1 == 0x02) != bool(command.data) or command.ne is not None:
+            expected = SW.WRONG_LENGTH
+        else:
+            expected = None  # which key P2 names is the card's current EF: not followed here
+        if expected is not None and sw != expected:
+            raise FuzzFailure(f"RESET RETRY COUNTER answered {sw:04X}, expected {expected:04X}")
+        if sw != SW.SUCCESS:
+            self._unchanged(before, after)
+            return
+        if len(changed) > 1 or ADMIN in changed:
+            raise FuzzFailure(f"RESET RETRY COUNTER 9000 changed {changed}")
+        application = self.current or ""
+        candidates = [k for k in self._pins_of_application()]
+        if command.p2 != 0x80:
+            candidates = [k for k in candidates if k[1] & 0x1F == command.p2 & 0x1F]
+        if changed:
+            candidates = [k for k in candidates if self.counter(k) == changed[0]]
+        if not candidates:
+            raise FuzzFailure(f"RESET RETRY COUNTER 9000 reached no PIN of {application}")
+        if len(candidates) == 1:
+            (target,) = candidates
+            if target in NEVER_RESET:
+                raise FuzzFailure(f"RESET RETRY COUNTER reset {target}, blocked for good")
+            if command.p1 == 0x02 and target in UNBLOCK_ONLY:
+                raise FuzzFailure(f"RESET RETRY COUNTER gave {target} a new value (printed)")
+            reached = self.counter(target)
+            if after[reached][0] != self.max_tries(target):
+                raise FuzzFailure(f"RESET RETRY COUNTER left {target} at {after[reached][0]}")
+            self.verified.discard(target[1])  # a reset does not verify: the holder VERIFYs
+            if command.p1 == 0x02:
+                low, high, alphabet, _ = PIN_RULES[target]
+                value = command.data
+                if not low <= len(value) <= high or value.strip(alphabet):
+                    raise FuzzFailure(f"RESET RETRY COUNTER gave {target} a value its rule refuses")
+                reference = self.image.applications[reached[0]].pins[reached[1]]
+                if not reference.matches(value):
+                    raise FuzzFailure(f"the new value of {target} does not verify")
+                self.values[reached] = value
+                self.secrets.add_pin(reference)
+            elif changed and after[reached][1:] != before[reached][1:]:
+                raise FuzzFailure(f"an unblock changed the value of {target}")
+        elif changed or command.p1 == 0x02:
+            raise FuzzFailure(f"RESET RETRY COUNTER 9000: cannot tell which of {candidates}")
+        self.stats.events[f"reset retry counter {command.p1:02X} ok"] += 1
 
 
 # The generator -----------------------------------------------------------------------------
@@ -825,8 +981,10 @@ class Generator:
             (self.card_face_sequence, 2),
             (self.record_sequence, 2),
         ]
+        self.productions.append((self.admin_sequence, 3))
         self.weights = [weight for _, weight in self.productions]
-        self.queue: deque[bytes] = deque()
+        # Queued commands; a callable is made when its turn comes (a proof needs the last R).
+        self.queue: deque[bytes | Callable[[], bytes]] = deque()
 
     def next(self) -> bytes:
         if not self.queue:
@@ -835,7 +993,8 @@ class Generator:
             if self.rng.random() < 0.3:
                 raw = self.mutate(raw)
             self.queue.appendleft(raw)  # before what the production queued after it
-        return self.queue.popleft()
+        item = self.queue.popleft()
+        return item() if callable(item) else item
 
     # helpers
     def cla(self) -> int:
@@ -1153,6 +1312,39 @@ class Generator:
             )
         return encode(0x00, 0xA4, 0x04, 0x0C, AIDS[app])
 
+    def admin_sequence(self) -> bytes:
+        """What a window terminal sends: an AP, a challenge, the proof (right, wrong, made for
+        another AP, or without a usable challenge), then resets of its keys."""
+        rng = self.rng
+        app = rng.choice(tuple(AIDS))
+        kind = rng.choice(("right", "right", "right", "wrong", "other AP", "no R", "short R"))
+        if kind != "no R":
+            self.queue.append(encode(0x00, 0x84, 0x00, 0x00, ne=8 if kind == "short R" else 16))
+        self.queue.append(lambda: self.external_authenticate(kind, app))
+        for _ in range(rng.randint(0, 3)):
+            self.queue.append(self.reset_retry_counter(app))
+        return encode(0x00, 0xA4, 0x04, 0x0C, AIDS[app])
+
+    def external_authenticate(self, kind: str, app: str) -> bytes:
+        key, challenge = self.model.admin_key, self.model.challenge
+        if kind == "wrong" or key is None:
+            tag = self.rng.randbytes(16)
+        else:
+            other = self.rng.choice([a for a in AIDS if a != app]) if kind == "other AP" else app
+            tag = cmac_proof(key, challenge or bytes(16), AIDS[other])
+        return encode(0x00, 0x82, 0x00, 0x00, tag)
+
+    def reset_retry_counter(self, app: str) -> bytes:
+        rng = self.rng
+        pin = rng.choice([key for key in PIN_RULES if key[0] == app])
+        p1 = rng.choice((0x02, 0x03, 0x03)) if rng.random() < 0.95 else rng.randrange(256)
+        p2 = 0x80 | (pin[1] & 0x1F) if rng.random() < 0.85 else rng.choice((0x80, 0x81, 0x00))
+        if p1 == 0x02:
+            data = self.value(pin, "wrong" if rng.random() < 0.8 else "odd")
+        else:
+            data = b"" if rng.random() < 0.9 else self.value(pin, "wrong")
+        return encode(0x00, 0x2C, p1, p2, data)
+
     # mutations
     def mutate(self, raw: bytes) -> bytes:
         rng = self.rng
@@ -1275,7 +1467,10 @@ def run_fuzz(
             unblocked = [key for key, (tries, _, _) in snapshot(image).items() if tries == 0]
             if unblocked:  # the municipal office resets a blocked PIN (tries only)
                 app, fid = rng.choice(unblocked)
-                image.applications[app].pins[fid].tries_left = model.max_tries((app, fid))
+                if (app, fid) == ADMIN and image.admin is not None:
+                    image.admin.restore()  # only the issuing side unblocks the administrator
+                else:
+                    image.applications[app].pins[fid].tries_left = model.max_tries((app, fid))
                 model.stats.events["office unblock"] += 1
                 history.append(f"office unblocks {app} {fid:04X}")
         raw = generator.next()
@@ -1330,7 +1525,8 @@ def test_fuzzed_apdus_keep_every_rule(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="card_emulator")
     stats = run_fuzz(seed, apdus, card, settings, budget)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "the card logged errors"
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name != TRACE_LOGGER]
+    assert not errors, "the card logged errors"
     assert stats.apdus == apdus
     # The grammar reached the interesting states, not only refusals.
     reached = stats.events
@@ -1353,6 +1549,18 @@ def test_fuzzed_apdus_keep_every_rule(
         "session key refused",
     ):
         assert reached[event], f"the run never reached {event!r}: {dict(reached)}"
+    administration = (
+        "admin authenticated",
+        "admin proof refused",
+        "admin conditions_of_use_not_satisfied",
+        "reset retry counter 02 ok",
+        "reset retry counter 03 ok",
+    )
+    for event in administration:
+        if settings.get("admin_apdus", True):
+            assert reached[event], f"the run never reached {event!r}: {dict(reached)}"
+        else:
+            assert not reached[event], f"{event!r} with the administration APDUs off"
     for signatures in ("signature", "card-face signature", "internal authenticate"):
         assert 0 < reached[signatures] <= budget + 5, (signatures, reached[signatures])
 
@@ -1480,7 +1688,46 @@ def _any_key_authenticates(self: CardEngine, command: CommandApdu) -> bytes:
     return sign(key, SignatureScheme.PKCS1_SHA256_MESSAGE, command.data)
 
 
+def _reset_without_proof(self: CardEngine, command: CommandApdu) -> bytes:
+    self._administrator = True
+    return ORIGINAL_RESET_RETRY_COUNTER(self, command)
+
+
+def _refunds_wrong_proofs(self: CardEngine, command: CommandApdu) -> bytes:
+    try:
+        return ORIGINAL_EXTERNAL_AUTHENTICATE(self, command)
+    except StatusError as status:
+        admin = self.store.image.admin
+        if status.sw & 0xFFF0 == 0x63C0 and admin is not None:
+            admin.tries_left += 1
+        raise
+
+
+def _keeps_the_challenge(self: CardEngine, command: CommandApdu) -> bytes:
+    challenge = self._challenge
+    try:
+        return ORIGINAL_EXTERNAL_AUTHENTICATE(self, command)
+    finally:
+        self._challenge = challenge
+
+
+def _proof_for_any_ap(self: CardEngine, command: CommandApdu) -> bytes:
+    admin, challenge = self.store.image.admin, self._challenge
+    if admin is not None and challenge is not None and not admin.blocked and command.p1 == 0:
+        for application in self.applications:
+            if application.aid and admin.proves(challenge, application.aid, command.data):
+                self._challenge, self._administrator = None, True
+                return b""
+    return ORIGINAL_EXTERNAL_AUTHENTICATE(self, command)
+
+
+def _forgets_only_the_challenge(self: CardEngine) -> None:
+    self._challenge = None  # the administrator state survives an AP switch, a reset, power-off
+
+
 ORIGINAL_VERIFY = CardEngine._verify
+ORIGINAL_RESET_RETRY_COUNTER = CardEngine._reset_retry_counter
+ORIGINAL_EXTERNAL_AUTHENTICATE = CardEngine._external_authenticate
 ORIGINAL_READ_BINARY = CardEngine._read_binary
 ORIGINAL_GET_DATA = CardEngine._get_data
 ORIGINAL_SELECT = CardEngine._select
@@ -1500,6 +1747,13 @@ MUTANTS: dict[str, dict[str, Any]] = {
     "ISD SELECT keeps PINs verified": {"_select": _isd_keeps_state},
     "printed keys changeable": {"_allowed": _printed_keys_changeable},
     "every key answers INTERNAL AUTHENTICATE": {"_internal_authenticate": _any_key_authenticates},
+    "RESET RETRY COUNTER without the proof": {"_reset_retry_counter": _reset_without_proof},
+    "a wrong proof's try refunded": {"_external_authenticate": _refunds_wrong_proofs},
+    "the challenge outlives its proof": {"_external_authenticate": _keeps_the_challenge},
+    "a proof for another AP accepted": {"_external_authenticate": _proof_for_any_ap},
+    "the administrator state outlives the AP": {
+        "_forget_administration": _forgets_only_the_challenge
+    },
 }
 
 

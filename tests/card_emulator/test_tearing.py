@@ -2,25 +2,31 @@
 
 A file-backed card (`VirtualCard.open`) runs a seeded script in a child process: SELECT, VERIFY with
 the right and wrong PINs (also of the wrong length), retry queries, CHANGE REFERENCE DATA, and
-operations that read no certificate (a signature, GET CHALLENGE, the token info), with warm resets
-and power cycles. The child prints each answer as it gets it, and is killed with SIGKILL:
+operations that read no certificate (a signature, GET CHALLENGE, the token info), the
+administrator's EXTERNAL AUTHENTICATE (wrong tags, and the right proof, which the child computes
+from the card's key and challenge) and RESET RETRY COUNTER (unblock, new value, and without the
+proof), with warm resets and power cycles. The child prints each answer as it gets it, and is
+killed with SIGKILL:
 
 - *pinpointed*: the child stops itself at the n-th file-system step of the script (before or after
   each `os.open`, `os.fsync`, `os.replace`, `os.pwrite`, `os.fdatasync` of a commit, and each PIN
-  comparison) and the parent
+  or administrator-proof comparison) and the parent
   kills it there: these kills land where they are aimed whatever the machine's load;
 - *timed*: after a seeded random delay.
 
 From the answers it saw, the parent knows the state after the last answered command and the states
 the command in flight may leave (for VERIFY: untouched, decremented, and for the right PIN restored;
-for CHANGE: old or new value). After each kill, whatever the moment:
+for CHANGE: old or new value; for EXTERNAL AUTHENTICATE the same as VERIFY, on the
+administrator's counter; for RESET RETRY COUNTER: untouched, or the counter at its maximum, with a
+new value the new value first). After each kill, whatever the moment:
 
 - the card file loads (checksum and strict format: never torn);
 - a temporary copy a kill left behind does not stop the next open, which removes it;
-- both retry counters and both PIN values on disk are one of those allowed states: a wrong VERIFY
-  never refunds its try, an answered `63Cx` is what is on disk, a PIN change leaves exactly one of
-  the old and the new value verifying, never neither;
-- the next open answers the retry query with the counter on disk.
+- both retry counters, the administrator's and both PIN values on disk are one of those allowed
+  states: a wrong VERIFY or a failed EXTERNAL AUTHENTICATE never refunds its try, an answered
+  `63Cx` is what is on disk, a PIN change leaves exactly one of the old and the new value
+  verifying, never neither;
+- the next open answers the retry query with the counter on disk, and loads the administrator's.
 
 Only the pinpointed kills are counted for coverage (they are deterministic); timed kills add
 random moments on top. Children are forked from one pre-started Python process, so a kill costs
@@ -49,22 +55,27 @@ import pytest
 
 from card_emulator.errors import CardFileError
 from card_emulator.state import image as image_module
+from card_emulator.state.administrator import AdministratorKey
 from card_emulator.state.pin_reference import PinReference
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.transports.memory import VirtualCard
+from card_emulator.vocabulary.administration import administrator_proof
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "cards" / "taro.json"
 ATR = "3BE000FF8131FE4514"
 SELECT_JPKI = "00A4040C0AD392F000260100000001"
+JPKI_AID = bytes.fromhex(SELECT_JPKI[10:])
+ADMIN_PROOF = "admin-proof"  # a script line: GET CHALLENGE, then the right proof for it
+ADMIN_MAX_TRIES = 15
 AUTH, SIGN = 0x18, 0x1B
 MAX_TRIES = {AUTH: 3, SIGN: 5}
 ALPHABETS = {AUTH: "0123456789", SIGN: "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"}
 LENGTHS = {AUTH: (4, 4), SIGN: (6, 16)}
 ITERATIONS = 2000  # PBKDF2 rounds of the test card's PINs: a real comparison, a short test
-PINPOINT_RANGE = 56  # a pinpointed child stops at one of the first this many file-system steps
 CHILD_DEADLINE = 60.0  # seconds any one exchange with the child may take before the test fails
-SUITE_KILLS = 48
+SUITE_KILLS = 64
+MUTANT_KILLS = 48
 TEMPORARY_GLOB = ".card.json.*.tmp"
 PR_SET_PDEATHSIG = 1
 
@@ -105,8 +116,8 @@ def _stall_forever() -> None:
 
 class _Stall:
     """Stops the card process (and says where) at the n-th file-system step of one script line:
-    before and after each `os.open`, `os.fsync`, `os.replace`, `os.pwrite`, `os.fdatasync` and
-    PIN comparison."""
+    before and after each `os.open`, `os.fsync`, `os.replace`, `os.pwrite`, `os.fdatasync`, PIN
+    comparison and administrator-proof comparison."""
 
     def __init__(self, line: int, target: int) -> None:
         self.line, self.target = line, target
@@ -141,6 +152,7 @@ def _install_stall(step: _Stall) -> None:
     for name in ("open", "fsync", "replace", "pwrite", "fdatasync"):
         wrap(os, name)
     wrap(PinReference, "matches")
+    wrap(AdministratorKey, "proves")
 
 
 def _card_process(path: str, request: dict[str, Any]) -> None:
@@ -160,6 +172,12 @@ def _card_process(path: str, request: dict[str, Any]) -> None:
             elif step == "power-cycle":
                 card.power_off()
                 answer = card.power_on()
+            elif step == ADMIN_PROOF:  # what a window terminal computes, with the card's key
+                admin = card.image.admin
+                assert admin is not None
+                challenge = card.transmit(bytes.fromhex("0084000010"))[:-2]
+                proof = administrator_proof(admin.key, challenge, JPKI_AID)
+                answer = card.transmit(bytes.fromhex("0082000010") + proof)
             else:
                 answer = card.transmit(bytes.fromhex(step))
             _say(f"answer {index} {answer.hex().upper()}")
@@ -248,10 +266,12 @@ class Zygote:
 
 @dataclass(frozen=True)
 class Disk:
-    """What matters on disk: both JPKI retry counters and which value each PIN has."""
+    """What matters on disk: both JPKI retry counters, which value each PIN has, and the
+    administrator's counter."""
 
     tries: tuple[tuple[int, int], ...]  # ((fid, tries), ...)
     values: tuple[tuple[int, str], ...]
+    admin: int = ADMIN_MAX_TRIES
 
     def get_tries(self, fid: int) -> int:
         return dict(self.tries)[fid]
@@ -264,6 +284,9 @@ class Disk:
 
     def with_value(self, fid: int, value: str) -> Disk:
         return replace(self, values=tuple((f, value if f == fid else v) for f, v in self.values))
+
+    def with_admin(self, tries: int) -> Disk:
+        return replace(self, admin=tries)
 
 
 @dataclass
@@ -292,6 +315,7 @@ class Script:
         self.steps: list[Step] = []
         self.disk = disk
         self.verified: set[int] = set()
+        self.administrator = False  # the right proof given in this AP
         self._select()
         for _ in range(rng.randint(4, 10)):
             rng.choice(
@@ -304,6 +328,9 @@ class Script:
                     self._query,
                     self._other,
                     self._power,
+                    self._admin_wrong,
+                    self._admin_reset,
+                    self._admin_reset,
                 )
             )()
 
@@ -396,7 +423,64 @@ class Script:
         else:
             self._add("power-cycle", "power cycle", ATR)
             self.verified.clear()
+        self.administrator = False  # the administrator state survives neither
         self._select()  # both leave the MF current
+
+    def _admin_wrong(self) -> None:
+        """A challenge, then a wrong tag: the administrator's try is spent before comparing."""
+        self._add("0084000010", "challenge", "9000", 16)
+        line = "0082000010" + self.rng.randbytes(16).hex().upper()
+        self.administrator = False
+        if self.disk.admin == 0:
+            self._add(line, "admin blocked", "6984")
+        else:
+            tries = self.disk.admin - 1
+            self._add(line, "admin wrong", f"63C{tries:X}", after=self.disk.with_admin(tries))
+
+    def _admin_proof(self) -> None:
+        if self.disk.admin == 0:
+            self._add(ADMIN_PROOF, "admin blocked", "6984")
+            return
+        self.administrator = True
+        self._add(
+            ADMIN_PROOF,
+            "admin right",
+            "9000",
+            during=(self.disk.with_admin(self.disk.admin - 1),),
+            after=self.disk.with_admin(ADMIN_MAX_TRIES),
+        )
+
+    def _admin_reset(self) -> None:
+        """The window: the proof (mostly), then an unblock or a new value of a JPKI secret."""
+        targets = [self.rng.choice((AUTH, SIGN)) for _ in range(self.rng.randint(1, 2))]
+        if self.rng.random() < 0.8:  # a holder who got it wrong first: the reset restores tries
+            self._verify(targets[0], right=False)
+        if self.rng.random() < 0.85:
+            self._admin_proof()
+        for fid in targets:
+            new_value = self.rng.random() < 0.5
+            if new_value:
+                new = self._value(fid)
+                line = _apdu(f"002C02{0x80 | fid:02X}", new)
+            else:
+                line = f"002C03{0x80 | fid:02X}"
+            if not self.administrator:
+                self._add(line, "reset refused", "6982")
+                continue
+            self.verified.discard(fid)  # a reset does not verify: the holder VERIFYs afterwards
+            restored = self.disk.with_tries(fid, MAX_TRIES[fid])
+            if new_value:
+                # The image (new value) is written before the counters file.
+                valued = self.disk.with_value(fid, new)
+                self._add(
+                    line,
+                    "reset new value",
+                    "9000",
+                    during=(valued,),
+                    after=restored.with_value(fid, new),
+                )
+            else:
+                self._add(line, "reset unblock", "9000", after=restored)
 
     @property
     def lines(self) -> list[str]:
@@ -405,13 +489,16 @@ class Script:
 
 def disk_state(path: Path, candidates: dict[int, set[str]]) -> Disk:
     """Load the card file (raises if torn) and find which candidate value each PIN has."""
-    pins = read_image(path).contents("jpki").pins
+    image = read_image(path)
+    pins = image.contents("jpki").pins
     values = []
     for fid in (AUTH, SIGN):
         matching = [value for value in sorted(candidates[fid]) if pins[fid].matches(value.encode())]
         assert len(matching) == 1, f"PIN {fid:04X} has {len(matching)} of the values {candidates}"
         values.append((fid, matching[0]))
-    return Disk(tuple((fid, pins[fid].tries_left) for fid in (AUTH, SIGN)), tuple(values))
+    assert image.admin is not None, "the card lost its administrator key"
+    tries = tuple((fid, pins[fid].tries_left) for fid in (AUTH, SIGN))
+    return Disk(tries, tuple(values), image.admin.tries_left)
 
 
 def make_card(path: Path) -> Disk:
@@ -420,6 +507,7 @@ def make_card(path: Path) -> Disk:
     values = {AUTH: "1234", SIGN: "ABC123"}
     for fid, value in values.items():
         pins[fid] = PinReference.create(value.encode(), MAX_TRIES[fid], iterations=ITERATIONS)
+    assert image.admin is not None, "the fixture card has no administrator key"
     FileStore.create(path, image)  # creates the directory too
     return Disk(tuple((fid, MAX_TRIES[fid]) for fid in values), tuple(values.items()))
 
@@ -458,14 +546,34 @@ def _classify(step: Step | None, before: Disk, disk: Disk) -> str:
         )
     if step.kind == "change":
         return "change: new value, unanswered"
+    if step.kind == "admin wrong":
+        return "admin wrong: decremented, unanswered"
+    if step.kind == "admin right":
+        restored = disk == step.after
+        return "admin right: " + (
+            "restored, unanswered" if restored else "decremented, not restored"
+        )
+    if step.kind == "reset unblock":
+        return "reset unblock: restored, unanswered"
+    if step.kind == "reset new value":
+        done = disk == step.after
+        return "reset new value: " + ("done, unanswered" if done else "new value, counter not yet")
     return f"{step.kind}: changed"  # not allowed: caught by the during check
 
 
 # File-system steps of one script line, from the engine's writes: a counters write is 4 (before
 # and after pwrite and fdatasync; 2 for a restore, which is not synced), an image commit 10
 # (open, fsync, replace of the copy; open and fsync of the directory) plus a counters write,
-# a comparison 2.
-PINPOINT_STEPS = {"verify wrong": 6, "verify right": 8, "change": 14}
+# a comparison 2. EXTERNAL AUTHENTICATE writes as VERIFY does; an unblock is one counters write.
+PINPOINT_STEPS = {
+    "verify wrong": 6,
+    "verify right": 8,
+    "change": 14,
+    "admin wrong": 6,
+    "admin right": 8,
+    "reset unblock": 4,
+    "reset new value": 14,
+}
 
 
 class _Chain:
@@ -484,6 +592,8 @@ def run_tearing(directory: Path, seed: int, kills: int, mutant: str | None = Non
     file; only pinpointed with a mutant); AssertionError on a broken rule."""
     chains = [_Chain(directory, seed, kind) for kind in ("pinpointed", "timed")]
     report = TearingReport()
+    aimed: Counter[str] = Counter()  # pinpointed kills per kind of line
+    steps_left: dict[str, list[int]] = {}  # per kind, its steps not aimed at yet this round
     per_line = 0.01  # seconds per script line, measured on the scripts that run to the end
     zygote = Zygote(chains[0].path, mutant)
     started = time.monotonic()
@@ -495,9 +605,16 @@ def run_tearing(directory: Path, seed: int, kills: int, mutant: str | None = Non
             stall = delay = None
             if chain.kind == "pinpointed":  # a line that writes, and one of its file-system steps
                 writing = [i for i, s in enumerate(script.steps) if s.kind in PINPOINT_STEPS]
+                if writing:  # of the kinds in this script, one the kills have landed in least
+                    fewest = min(aimed[script.steps[i].kind] for i in writing)
+                    writing = [i for i in writing if aimed[script.steps[i].kind] == fewest]
                 line = rng.choice(writing) if writing else len(script.steps) - 1
                 kind = script.steps[line].kind
-                stall = (line, rng.randrange(PINPOINT_STEPS.get(kind, 1)))
+                aimed[kind] += 1
+                if not steps_left.get(kind):  # every step of a kind once, in a seeded order
+                    count = PINPOINT_STEPS.get(kind, 1)
+                    steps_left[kind] = rng.sample(range(count), count)
+                stall = (line, steps_left[kind].pop())
                 context = f"seed {seed} kill {trial} (stop at step {stall[1]} of line {line})"
             else:
                 delay = rng.uniform(0, 0.8 * per_line * len(script.steps))
@@ -584,8 +701,10 @@ def _one_kill(
     for fid in (AUTH, SIGN):  # spelled out, as the rules say it
         if in_flight is not None and in_flight.kind == "verify wrong":
             assert disk.get_tries(fid) <= before.get_tries(fid), f"{context}: a try came back"
-    if stalled and stalled[0].startswith("matches") and in_flight is not None:
-        # Stopped inside the PIN comparison: its try must already be spent on disk.
+    if in_flight is not None and in_flight.kind != "admin right":
+        assert disk.admin <= before.admin, f"{context}: an administrator try came back"
+    if stalled and stalled[0].startswith(("matches", "proves")) and in_flight is not None:
+        # Stopped inside the PIN or proof comparison: its try must already be spent on disk.
         assert disk != before, f"{context}: the PIN was being compared with no try spent on disk"
     outcome = _classify(in_flight, before, disk)
     if leftovers:
@@ -598,11 +717,13 @@ def _one_kill(
         for fid in (AUTH, SIGN):
             query = card.transmit(bytes([0x00, 0x20, 0x00, 0x80 | fid]))
             assert query == bytes([0x63, 0xC0 | disk.get_tries(fid)]), f"{context}: {query.hex()}"
+        assert card.image.admin is not None and card.image.admin.tries_left == disk.admin
     return disk, (duration, outcome)
 
 
 def _office(path: Path, disk: Disk, rng: random.Random) -> Disk:
-    """The municipal office unblocks a blocked PIN, half the time (so blocked cards get tested)."""
+    """The municipal office unblocks a blocked PIN, and the issuing side a blocked administrator,
+    half the time (so blocked cards get tested)."""
     for fid in (AUTH, SIGN):
         if disk.get_tries(fid) == 0 and rng.random() < 0.5:
             store = FileStore.open(path)
@@ -612,6 +733,15 @@ def _office(path: Path, disk: Disk, rng: random.Random) -> Disk:
             finally:
                 store.close()
             disk = disk.with_tries(fid, MAX_TRIES[fid])
+    if disk.admin == 0 and rng.random() < 0.5:
+        store = FileStore.open(path)
+        try:
+            assert store.image.admin is not None
+            store.image.admin.restore()
+            store.commit_counters()
+        finally:
+            store.close()
+        disk = disk.with_admin(ADMIN_MAX_TRIES)
     return disk
 
 
@@ -658,7 +788,34 @@ def _rewrite_in_place() -> None:
     store._replace_image = in_place
 
 
-MUTANTS = {"compare-first": _compare_before_decrement, "in-place": _rewrite_in_place}
+def _admin_compare_before_decrement() -> None:
+    from card_emulator.engine import CardEngine, StatusError
+    from card_emulator.vocabulary.sw import retries_left_sw
+
+    def external_authenticate(self: CardEngine, command: Any) -> bytes:
+        challenge, self._challenge = self._challenge, None
+        admin = self.store.image.admin
+        if challenge is None or admin is None or self._current_df is None:
+            raise StatusError(0x6985)
+        if admin.blocked:
+            raise StatusError(0x6984)
+        if admin.proves(challenge, self._current_df.aid, command.data):
+            admin.restore()
+            self.store.commit_counters()
+            self._administrator = True
+            return b""
+        admin.tries_left -= 1
+        self.store.commit_counters()
+        raise StatusError(retries_left_sw(admin.tries_left))
+
+    CardEngine._external_authenticate = external_authenticate  # type: ignore[method-assign]
+
+
+MUTANTS = {
+    "compare-first": _compare_before_decrement,
+    "in-place": _rewrite_in_place,
+    "admin-compare-first": _admin_compare_before_decrement,
+}
 
 
 # The suite ---------------------------------------------------------------------------------
@@ -678,6 +835,10 @@ MUST_SEE = (
     "verify right: decremented, not restored",
     "change: nothing written yet",
     "change: new value, unanswered",
+    "admin wrong: decremented, unanswered",
+    "admin right: decremented, not restored",
+    "reset unblock: restored, unanswered",
+    "reset new value: new value, counter not yet",
 )
 
 
@@ -697,4 +858,4 @@ def test_the_tearing_check_catches_a_planted_fault(
     tmp_path: Path, fast_keys: None, mutant: str
 ) -> None:
     with pytest.raises(AssertionError, match="no try spent|does not load"):
-        run_tearing(tmp_path, seed=2, kills=48, mutant=mutant)
+        run_tearing(tmp_path, seed=2, kills=MUTANT_KILLS, mutant=mutant)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from card_emulator.engine import TRACE_LOGGER
 from card_emulator.errors import CardPoweredOff
 from card_emulator.transports.memory import VirtualCard
 from card_emulator.transports.vpcd import VpcdLink
@@ -71,8 +72,13 @@ class Records(logging.Handler):
             self.records.append(record)
 
     def warnings(self) -> list[logging.LogRecord]:
+        """Warnings and errors, but not the trace's notes on tries a client burns."""
         with self._lock_records:
-            return [record for record in self.records if record.levelno >= logging.WARNING]
+            return [
+                record
+                for record in self.records
+                if record.levelno >= logging.WARNING and record.name != TRACE_LOGGER
+            ]
 
 
 class FakeVpcd:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from card_emulator.vocabulary.pins import Pin
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -236,6 +238,7 @@ def test_lockout_is_reported_by_pin_status(home: Path) -> None:
     assert status["auth"] == {
         "application": "jpki", "key": "auth", "label": "authentication PIN", "ef": "0018",
         "present": True, "tries_left": 0, "max_tries": 3, "blocked": True,
+        "protects": Pin.AUTH.lock.protects, "unlock": list(Pin.AUTH.lock.channels),
     }  # fmt: skip
     assert status["sign"]["tries_left"] == 5
     assert "BLOCKED" in jpki(home, "pin", "status").stdout
