@@ -1297,10 +1297,13 @@ class TestCA:
         now: datetime.datetime | None = None,
         label: str | None = None,
         with_ocsp: bool = False,
+        card_expiry: datetime.date | None = None,
     ) -> x509.Certificate:
-        """Issue, record and return a signature certificate for the card key `public_key`."""
+        """Issue, record and return a signature certificate for the card key `public_key`
+        (valid to the holder's fifth birthday, or `card_expiry` or the CA's end if earlier)."""
         authority = self.signature
         ocsp_url = self.ocsp_url if with_ocsp else None
+        _require_unexpired(authority, _now(now))
         return self._issue(
             authority,
             holder,
@@ -1315,6 +1318,7 @@ class TestCA:
                 sequence=serial,
                 crl_url=self.crl_url,
                 ocsp_url=ocsp_url,
+                card_expiry=card_expiry,
             ),
         )
 
@@ -1325,9 +1329,12 @@ class TestCA:
         *,
         now: datetime.datetime | None = None,
         label: str | None = None,
+        card_expiry: datetime.date | None = None,
     ) -> x509.Certificate:
-        """Issue, record and return an authentication certificate for the card key."""
+        """Issue, record and return an authentication certificate for the card key (valid as
+        a signature certificate would be)."""
         authority = self.authentication
+        _require_unexpired(authority, _now(now))
         return self._issue(
             authority,
             holder,
@@ -1341,6 +1348,7 @@ class TestCA:
                 now=_now(now),
                 ocsp_url=self.ocsp_url,
                 crl_url=self.crl_url,
+                card_expiry=card_expiry,
             ),
         )
 
@@ -1624,6 +1632,15 @@ class TestCA:
             database=database,
             legacy=legacy,
             state_file_outdated=outdated,
+        )
+
+
+def _require_unexpired(authority: CertificateAuthority, now: datetime.datetime) -> None:
+    end = authority.certificate.not_valid_after_utc
+    if end <= now:
+        raise CAError(
+            f"the test CA's {authority.kind.value} CA (generation {authority.generation}) expired "
+            f"on {end:%Y-%m-%d}: start a new generation with `jpki ca rollover`"
         )
 
 

@@ -231,7 +231,7 @@ def renew(
             for kind in kinds:
                 certificate_ef, key_ef, _pin, ca_ef = _EFS[kind]
                 key = keys[kind]
-                certificate = _issue(ca, kind, holder, key.public_key(), at)
+                certificate = _issue(ca, kind, holder, key.public_key(), at, _card_expiry(image))
                 jpki.keys[key_ef] = key
                 jpki.files[certificate_ef] = _der(certificate)
                 jpki.files[ca_ef] = _der(ca.authority(kind).certificate)
@@ -313,7 +313,12 @@ def change(
                 revoked[signature.key] = (signature.serial, RevocationReason.AFFILIATION_CHANGED)
             if sign_key is not None:
                 certificate = _issue(
-                    ca, CertificateKind.SIGNATURE, new_holder, sign_key.public_key(), at
+                    ca,
+                    CertificateKind.SIGNATURE,
+                    new_holder,
+                    sign_key.public_key(),
+                    at,
+                    _card_expiry(image),
                 )
                 jpki.keys[JpkiFile.SIGNATURE_KEY] = sign_key
                 jpki.files[JpkiFile.SIGNATURE_CERTIFICATE] = _der(certificate)
@@ -679,10 +684,12 @@ def _issue(
     holder: Holder,
     public_key: rsa.RSAPublicKey,
     at: datetime.datetime,
+    card_expiry: datetime.date | None,
 ) -> x509.Certificate:
+    """A new certificate, ending by the card's expiry at the latest."""
     if kind is CertificateKind.SIGNATURE:
-        return ca.issue_signature_certificate(holder, public_key, now=at)
-    return ca.issue_authentication_certificate(holder, public_key, now=at)
+        return ca.issue_signature_certificate(holder, public_key, now=at, card_expiry=card_expiry)
+    return ca.issue_authentication_certificate(holder, public_key, now=at, card_expiry=card_expiry)
 
 
 def _generate_key() -> rsa.RSAPrivateKey:

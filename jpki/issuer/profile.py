@@ -383,6 +383,26 @@ def key_matches(key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> bool:
     )
 
 
+def end_of_validity(
+    holder: Holder,
+    issued: datetime.datetime,
+    issuer_certificate: x509.Certificate,
+    card_expiry: datetime.date | None = None,
+) -> datetime.datetime:
+    """A certificate's notAfter: the holder's fifth birthday after issuance, or the card's
+    expiry (end of that day in Japan) if earlier; never after its CA's own notAfter.
+    ValueError when the CA has expired by the issuance time."""
+    ends = [expiry_for(holder, issued), issuer_certificate.not_valid_after_utc]
+    if card_expiry is not None:
+        ends.append(_end_of_japanese_day(card_expiry))
+    if issuer_certificate.not_valid_after_utc <= require_aware(issued):
+        raise ValueError(
+            f"the issuing CA expired on {issuer_certificate.not_valid_after_utc:%Y-%m-%d}: "
+            "start a new generation with `jpki ca rollover`"
+        )
+    return min(ends)
+
+
 def _end_entity_builder(
     kind: CertificateKind,
     issuer_certificate: x509.Certificate,
@@ -392,6 +412,7 @@ def _end_entity_builder(
     holder: Holder,
     serial: int,
     now: datetime.datetime,
+    card_expiry: datetime.date | None,
 ) -> tuple[x509.CertificateBuilder, Hierarchy]:
     _check_serial(serial)
     issuer_kind, hierarchy = issuer_profile(issuer_certificate)
@@ -407,7 +428,7 @@ def _end_entity_builder(
         .issuer_name(issuer_certificate.subject)
         .subject_name(subject)
         .not_valid_before(_not_before(now))
-        .not_valid_after(expiry_for(holder, now))
+        .not_valid_after(end_of_validity(holder, now, issuer_certificate, card_expiry))
         .public_key(subject_public_key)
     )
     return builder, hierarchy
@@ -458,6 +479,7 @@ def build_signature_certificate(
     window: str | None = None,
     crl_url: str | None = None,
     ocsp_url: str | None = None,
+    card_expiry: datetime.date | None = None,
 ) -> x509.Certificate:
     """A signature certificate (EF 0001) carrying the holder's four basic attributes.
 
@@ -469,7 +491,15 @@ def build_signature_certificate(
     window = window_id(holder.municipality_code) if window is None else window
     subject = signature_subject(holder, issued=now, sequence=sequence, window=window)
     builder, hierarchy = _end_entity_builder(
-        kind, issuer_certificate, issuer_key, subject, subject_public_key, holder, serial, now
+        kind,
+        issuer_certificate,
+        issuer_key,
+        subject,
+        subject_public_key,
+        holder,
+        serial,
+        now,
+        card_expiry,
     )
     builder = (
         builder.add_extension(
@@ -505,6 +535,7 @@ def build_authentication_certificate(
     crl_url: str | None = None,
     code: str | None = None,
     window: str | None = None,
+    card_expiry: datetime.date | None = None,
 ) -> x509.Certificate:
     """An authentication certificate (EF 000A): no personal data, only the holder's expiry.
 
@@ -514,7 +545,15 @@ def build_authentication_certificate(
     window = window_id(holder.municipality_code) if window is None else window
     subject = authentication_subject(code or random_authentication_code(), window)
     builder, hierarchy = _end_entity_builder(
-        kind, issuer_certificate, issuer_key, subject, subject_public_key, holder, serial, now
+        kind,
+        issuer_certificate,
+        issuer_key,
+        subject,
+        subject_public_key,
+        holder,
+        serial,
+        now,
+        card_expiry,
     )
     builder = (
         builder.add_extension(_key_usage(digital_signature=True), critical=True)

@@ -110,13 +110,15 @@ def provision_card(
         return PinReference.create(value.encode(), tries, pin_iterations)
 
     serial_number = f"{secrets.randbelow(10**16):016d}"
-    _provision_jpki(image.contents(JPKI.name), ca, holder, now, with_certificates, sign_pin)
+    card_expiry = card_info.card_expiry(holder, now.date())
+    _provision_jpki(
+        image.contents(JPKI.name), ca, holder, now, card_expiry, with_certificates, sign_pin
+    )
     contents = image.contents(JPKI.name)
     contents.files[JpkiFile.TOKEN_INFO] = token_info(serial_number, label=token_label)
     for pin in (Pin.AUTH, Pin.SIGN):
         if pin in pins:
             contents.pins[pin.fid] = reference(pins[pin], pin.max_tries)
-    card_expiry = card_info.card_expiry(holder, now.date())
     collation_b = card_info.collation_number_b(holder, card_expiry.year, security_code)
     _provision_card_info(
         image.contents(CARD_INFO.name),
@@ -199,10 +201,12 @@ def _provision_jpki(
     ca: TestCA,
     holder: Holder,
     now: datetime.datetime,
+    card_expiry: datetime.date,
     with_certificates: bool,
     sign_pin: str | None,
 ) -> None:
-    """The JPKI AP's keys and certificates (none for a holder who declined them)."""
+    """The JPKI AP's keys and certificates (none for a holder who declined them); the
+    certificates end by the card's expiry at the latest."""
     contents.files[JpkiFile.AUTHENTICATION_CA_CERTIFICATE] = _der(ca.authentication.certificate)
     contents.files[JpkiFile.SIGNATURE_CA_CERTIFICATE] = _der(ca.signature.certificate)
     contents.files[JpkiFile.CERTIFICATE_AVAILABILITY] = certificate_availability(
@@ -215,11 +219,11 @@ def _provision_jpki(
     # Both certificates in one transaction of the CA's record: one disk sync, both or neither.
     with ca.batch():
         auth_certificate = ca.issue_authentication_certificate(
-            holder, auth_key.public_key(), now=now
+            holder, auth_key.public_key(), now=now, card_expiry=card_expiry
         )
         if sign_key is not None:
             sign_certificate = ca.issue_signature_certificate(
-                holder, sign_key.public_key(), now=now
+                holder, sign_key.public_key(), now=now, card_expiry=card_expiry
             )
             contents.keys[JpkiFile.SIGNATURE_KEY] = sign_key
             contents.files[JpkiFile.SIGNATURE_CERTIFICATE] = _der(sign_certificate)

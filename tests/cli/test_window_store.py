@@ -190,6 +190,8 @@ def test_card_unblock_is_the_windows_synonym_and_recorded(home: Path) -> None:
 
 def test_store_reset_on_a_new_card_within_24_hours_and_not_after(tmp_path: Path) -> None:
     shutil.copytree(CA_DIR, tmp_path / "ca")
+    # The fixture CA's generation has ended by T: a new one issues the card.
+    assert jpki(tmp_path, "--at", T, "ca", "rollover").returncode == 0
     created = jpki(
         tmp_path, "--at", T, "card", "create", "--auth-pin", "1234", "--sign-pin", "ABC123",
         "--name", "山田　花子", "--birth-date", years_ago(36).isoformat(), "--sex", "female",
