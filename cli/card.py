@@ -293,9 +293,15 @@ def _format_summary(summary: dict[str, Any]) -> str:
         ("Security code", "security_code"),
         ("EF 0002 header", "attributes_header"),
         ("Forged", "forged"),
+        ("SUSPENDED", "suspended"),
+        ("REVOKED", "revoked"),
+        ("Renewed", "certificates_renewed"),
     ):
-        if summary.get(key) is not None:
-            lines.append(f"{label:<15}{summary[key]}")
+        value = summary.get(key)
+        if isinstance(value, dict):  # a revocation: when and why
+            value = f"{value.get('reason')} on {value.get('time')}"
+        if value is not None:
+            lines.append(f"{label:<15}{value}")
     lines.append(f"{'ATR':<15}{summary['atr']}")
     lines.append("Certificates")
     for name, details in summary["certificates"].items():

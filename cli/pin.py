@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from card_emulator.vocabulary.pins import STORE, TARGETS, Pin
+from card_emulator.vocabulary.pins import STORE, Pin
 from cli.context import ask_secret, card_session, pin_value
 from cli.options import card_option
 from jpki.client.errors import ApduError
@@ -29,18 +29,10 @@ def _padded(text: str, width: int) -> str:
     return text + " " * max(width - columns, 0)
 
 
-def window_target(pin: Pin) -> str:
-    """The window's name for the target that holds `pin` (its own, else the pair it is in)."""
-    return next(
-        (name for name, pins in TARGETS.items() if pins == (pin,)),
-        next(name for name, pins in TARGETS.items() if pin in pins),
-    )
-
-
 def lock_lines(pin: Pin) -> list[str]:
     """What a blocked key reference protects and each channel that unlocks it, with the
     command that does it: one line each, to be indented under the PIN's line."""
-    lock, target = pin.lock, window_target(pin)
+    lock, target = pin.lock, pin.target
     lines = [f"protects {lock.protects}"]
     for channel in lock.channels:
         if channel == STORE:

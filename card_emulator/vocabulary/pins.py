@@ -97,6 +97,14 @@ class Pin(enum.Enum):
         """What this key reference protects and who can unlock it (lifecycle.md §2)."""
         return LOCKS[self]
 
+    @property
+    def target(self) -> str:
+        """The window's name for it: its own target, else the pair it belongs to."""
+        return next(
+            (name for name, pins in TARGETS.items() if pins == (self,)),
+            next(name for name, pins in TARGETS.items() if self in pins),
+        )
+
 
 WINDOW = "the municipal window"
 STORE = "a convenience store (within 24 hours of a reservation)"

@@ -67,7 +67,7 @@ APPLICATION_NAMES = {
     AID.RESIDENT_REGISTRY: "juki",
     AID.COMMON_CARD: "common",
 }
-UNBLOCK_HINT = "a municipal office can reset it (for a virtual card: jpki card unblock {name})"
+UNBLOCK_HINT = "the municipal window unblocks it (for a virtual card: jpki window unblock {name})"
 T = TypeVar("T")
 
 
@@ -158,7 +158,7 @@ class CardSession:
         if sw & 0xFFF0 == RETRY_COUNTER_SW:
             raise WrongPinError(pin.label, sw & 0x0F)
         if sw == SW.AUTHENTICATION_METHOD_BLOCKED:
-            raise PinBlockedError(pin.label, UNBLOCK_HINT.format(name=pin.key))
+            raise PinBlockedError(pin.label, UNBLOCK_HINT.format(name=pin.target))
         raise ApduError(sw, f"VERIFY {pin.label}")
 
     def change_pin(self, pin: Pin, old: str, new: str) -> None:

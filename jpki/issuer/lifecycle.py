@@ -63,6 +63,7 @@ REVOCATION_REASONS = (
 )
 ATTRIBUTES = ("name", "address", "birth_date", "sex")
 # Card metadata written here.
+# The window's marks in the card's metadata (`card_summary` shows them).
 SUSPENDED = "suspended"  # since when (ISO 8601): loss reported
 REVOKED = "revoked"  # {"time", "reason"}: the certificates revoked for good
 RENEWED = "certificates_renewed"  # when the certificates were last renewed
@@ -413,16 +414,6 @@ def renewal_window_opens(expiry: datetime.datetime) -> datetime.datetime:
     earlier = day.replace(year=year, month=month, day=min(day.day, _days_in(year, month)))
     opens = earlier + datetime.timedelta(days=1)
     return datetime.datetime.combine(opens, datetime.time(0, tzinfo=JST))
-
-
-def card_status(image: CardImage) -> dict[str, Any]:
-    """The window's marks on a card: suspended since when, revoked when and why, last renewal
-    (for `jpki card info`)."""
-    return {
-        name: image.metadata[name]
-        for name in (SUSPENDED, REVOKED, RENEWED)
-        if name in image.metadata
-    }
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -309,6 +309,10 @@ def card_summary(image: CardImage) -> dict[str, object]:
         "security_code": metadata.get("security_code"),
         "attributes_header": metadata.get("attributes_header"),
         "forged": metadata.get("forged"),
+        # The window's marks (jpki.issuer.lifecycle): loss reported, revoked, last renewal.
+        "suspended": metadata.get("suspended"),
+        "revoked": metadata.get("revoked"),
+        "certificates_renewed": metadata.get("certificates_renewed"),
         "atr": image.settings.atr.hex().upper(),
         "certificates": described,
         "pins": pins,

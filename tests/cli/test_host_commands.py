@@ -19,14 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from card_emulator.vocabulary.pins import Pin
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.vocabulary.identifiers import JpkiFile
+from card_emulator.vocabulary.pins import Pin
 from jpki.issuer.ca import TestCA
 from jpki.issuer.holder import Holder, Sex
 from jpki.issuer.provision import provision_card

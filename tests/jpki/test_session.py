@@ -74,7 +74,7 @@ def test_wrong_pins_say_how_many_tries_are_left_then_blocked(session: JpkiSessio
         session.verify_pin(Pin.AUTH, "0000")
     with pytest.raises(WrongPinError, match="now blocked"):
         session.verify_pin(Pin.AUTH, "0000")
-    with pytest.raises(PinBlockedError, match="jpki card unblock auth"):
+    with pytest.raises(PinBlockedError, match="jpki window unblock auth"):
         session.verify_pin(Pin.AUTH, "1234")
     status = session.pin_status(Pin.AUTH)
     assert status.blocked and status.tries_left == 0
