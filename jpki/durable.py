@@ -36,10 +36,10 @@ def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     """Make a rename, link or unlink in `directory` itself durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -104,7 +104,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki import clock, cvc
 from jpki.certificates import CertificateKind, issued_by, parse_whole
-from jpki.durable import make_private_directories, remove_leftovers, write_atomically
+from jpki.durable import (
+    make_private_directories,
+    remove_leftovers,
+    sync_directory,
+    write_atomically,
+)
 from jpki.errors import BadValueError, JpkiError
 from jpki.issuer import profile
 from jpki.issuer.card_level import MUNICIPALITY_CODE_PATTERN
@@ -1231,7 +1236,7 @@ class TestCA:
         lock: another process may be making them too)."""
         with self._lock:
             if self._cvc_keys is None:
-                with _locked(self.directory):
+                with locked(self.directory):
                     self._cvc_keys = _CvcKeys(
                         root=_load_or_make_key(self.directory, CVC_ROOT_KEY_FILE),
                         issuer=_load_or_make_key(self.directory, CVC_ISSUER_KEY_FILE),
@@ -1385,7 +1390,7 @@ class TestCA:
         """Under the CA lock, switch to the record in ca.sqlite: made now from the version-1
         ca.json, unless another process made it already; then ca.json becomes the settings."""
         path = self.directory / DATABASE_FILE
-        with _locked(self.directory):
+        with locked(self.directory):
             raw, state = _read_state_file(self.directory)
             if isinstance(state, _Settings):
                 database = _Database.open(path)  # migrated meanwhile by another process
@@ -1451,7 +1456,7 @@ class TestCA:
                 pass
             database = self._database
             assert database is not None
-            with _locked(self.directory):
+            with locked(self.directory):
                 self._generations = _with_later_generations(
                     self.directory, self._generations, self.production_dn
                 )
@@ -1492,7 +1497,7 @@ class TestCA:
         try:
             if not parent.is_dir():
                 make_private_directories(parent)
-                _sync_directory(self.directory)
+                sync_directory(self.directory)
             _remove_interrupted_generations(parent)
             os.mkdir(temporary, GENERATION_DIRECTORY_MODE)
             os.chmod(temporary, GENERATION_DIRECTORY_MODE)  # whatever the umask
@@ -1500,7 +1505,7 @@ class TestCA:
                 _write_authority(temporary, authority)
             # The commit point: the generation appears whole, or not at all.
             os.rename(temporary, final)
-            _sync_directory(parent)
+            sync_directory(parent)
         except OSError as error:
             shutil.rmtree(temporary, ignore_errors=True)
             raise CAError(
@@ -1543,7 +1548,7 @@ class TestCA:
         except OSError as error:
             raise CAError(f"cannot create {directory}: {error.strerror}") from error
         settings = _Settings(ocsp_url, crl_url, production_dn)
-        with _locked(directory):
+        with locked(directory):
             existing = existing_ca_files(directory)
             if existing:
                 raise CAExistsError(
@@ -1704,7 +1709,7 @@ def _replace(directory: Path, name: str, data: bytes, mode: int) -> None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[None]:
     """Hold the CA lock of `directory`: one process at a time creates or migrates a CA."""
     lock_path = directory / LOCK_FILE
     try:
@@ -1906,15 +1911,6 @@ def _remove_interrupted_generations(parent: Path) -> None:
     for name in os.listdir(parent):
         if GENERATION_LEFTOVER_PATTERN.fullmatch(name):
             shutil.rmtree(parent / name, ignore_errors=True)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make an entry made or renamed in `directory` durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _load_generation(directory: Path, number: int, production_dn: bool) -> Generation:

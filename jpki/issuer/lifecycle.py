@@ -20,8 +20,7 @@ import calendar
 import dataclasses
 import datetime
 import enum
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from card_emulator.applications.card_face import CARD_FACE
 from card_emulator.applications.card_info import CARD_INFO
 from card_emulator.applications.jpki import JPKI
-from card_emulator.errors import CardFileError, CardImageError
+from card_emulator.errors import CardImageError
 from card_emulator.state.image import RSA_KEY_BITS, CardImage
 from card_emulator.state.pin_reference import PinReference
 from card_emulator.state.store import FileStore
@@ -47,13 +46,13 @@ from jpki.issuer.ca import IssuedCertificate, RevocationReason, TestCA
 from jpki.issuer.card_contents import certificate_availability
 from jpki.issuer.holder import UNKNOWN_ERA, Holder, Sex
 from jpki.issuer.profile import JST, MAX_ADDRESS_LENGTH, require_aware
+from jpki.issuer.provision import locked_card
 
 CHANNEL = "window"  # every operation here is the municipal window's
 RENEWAL_WINDOW_MONTHS = 3  # lifecycle.md §1: from the day after the date 3 months before expiry
 SIGNATURE_CERTIFICATE_MIN_AGE = 15  # as at issuance (provision.py)
 RSA_PUBLIC_EXPONENT = 65537
 # How long an operation waits for another process to put the card down before refusing.
-LOCK_WAIT_SECONDS = 30.0
 # What `revoke` takes; affiliationChanged and superseded are `change`'s and `renew`'s, and
 # certificateHold is `suspend`'s.
 REVOCATION_REASONS = (
@@ -187,7 +186,7 @@ def renew(
     with `sign_pin`, the new signature password the holder chooses.
     """
     at = _moment(at)
-    with _card_locked(card) as store:
+    with locked_card(card) as store:
         image = store.image
         holder = _holder(image)
         on_card = _certificates(image, ca)
@@ -281,7 +280,7 @@ def change(
     authentication certificate kept. A new birth date gives a new birth-date key and 照合番号B
     (both APs), their counters at the maximum. Refused on a suspended card (renew it first)."""
     at = _moment(at)
-    with _card_locked(card) as store:
+    with locked_card(card) as store:
         image = store.image
         _refuse_if_suspended(image, "changed")
         if image.metadata.get("forged"):
@@ -348,7 +347,7 @@ def suspend(card: Path, ca: TestCA, *, at: datetime.datetime) -> LifecycleResult
     """A loss reported (lifecycle.md §3): the card's certificates put on hold
     (`certificateHold`, never released) and the card marked suspended since `at`."""
     at = _moment(at)
-    with _card_locked(card) as store:
+    with locked_card(card) as store:
         image = store.image
         since = image.metadata.get(SUSPENDED)
         if since is not None:
@@ -378,7 +377,7 @@ def revoke(
     `unspecified` (destroyed before delivery). Refused when none is left to revoke."""
     at = _moment(at)
     chosen = _revocation_reason(reason)
-    with _card_locked(card) as store:
+    with locked_card(card) as store:
         image = store.image
         on_card = _certificates(image, ca)
         live = [held for held in on_card.values() if held.live]
@@ -417,19 +416,6 @@ def renewal_window_opens(expiry: datetime.datetime) -> datetime.datetime:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _card_locked(card: Path) -> Iterator[FileStore]:
-    """The card file, locked (waiting a while for another process to put it down), and
-    writable: refused before anything changes if it cannot be written."""
-    store = FileStore.open(Path(card), wait=LOCK_WAIT_SECONDS)
-    try:
-        if store.read_only is not None:
-            raise CardFileError(f"{card} cannot be changed ({store.read_only})")
-        yield store
-    finally:
-        store.close()
 
 
 def _apply(store: FileStore, ca: TestCA, step: Callable[[TestCA], None]) -> None:

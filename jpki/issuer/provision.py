@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -15,9 +18,11 @@ from card_emulator.applications.card_level import CARD_LEVEL
 from card_emulator.applications.jpki import JPKI
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.applications.resident_registry import COMMON, RESIDENT_REGISTRY
+from card_emulator.errors import CardFileError
 from card_emulator.state.administrator import AdministratorKey
 from card_emulator.state.image import RSA_KEY_BITS, ApplicationContents, CardImage, CardSettings
 from card_emulator.state.pin_reference import DEFAULT_ITERATIONS, PinReference
+from card_emulator.state.store import FileStore
 from card_emulator.vocabulary.identifiers import CardFaceFile, CardInfoFile, CommonFile, JpkiFile
 from card_emulator.vocabulary.keys import Certificate
 from card_emulator.vocabulary.pins import Pin
@@ -30,6 +35,7 @@ from jpki.issuer.holder import Holder
 
 SIGNATURE_CERTIFICATE_MIN_AGE = 15  # younger holders get no signature certificate
 RSA_PUBLIC_EXPONENT = 65537
+CARD_LOCK_WAIT_SECONDS = 60.0  # how long an administrative change waits for a card in use
 FORGERIES = ("face-signature", "cvc")  # chips that a card-face check must refuse
 ATTRIBUTES_HEADERS = ("short", "long")  # FF 20 LL (the spec's default) or FF 20 82 HH LL
 
@@ -254,6 +260,20 @@ def _provision_card_info(
         ca.municipality_cvc(holder.municipality_code).subject.encode()
     )
     contents.pins.update(pins)
+
+
+@contextmanager
+def locked_card(card: Path) -> Iterator[FileStore]:
+    """A card file for an administrative change: locked (waiting a while for another process
+    to put it down, so two operations at once both happen), and refused before anything
+    changes if it cannot be written."""
+    store = FileStore.open(Path(card), wait=CARD_LOCK_WAIT_SECONDS)
+    try:
+        if store.read_only is not None:
+            raise CardFileError(f"{card} cannot be changed ({store.read_only})")
+        yield store
+    finally:
+        store.close()
 
 
 def application_name(pin: Pin) -> str:

@@ -16,12 +16,8 @@ can answer in process (`jpki sign --timestamp`) or behind an HTTP endpoint.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import hashlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from asn1crypto import algos, tsp
@@ -38,13 +34,13 @@ from jpki.certificates import CertificateKind
 from jpki.durable import remove_leftovers, write_atomically
 from jpki.issuer import profile
 from jpki.issuer.ca import (
-    LOCK_FILE,
     PRIVATE_FILE_MODE,
     PUBLIC_FILE_MODE,
     RSA_KEY_BITS,
     RSA_PUBLIC_EXPONENT,
     CAError,
     TestCA,
+    locked,
 )
 
 TSA_KEY_FILE = "tsa.key"
@@ -79,7 +75,7 @@ class TimeStampAuthority:
                 ca.close()
             not_before = min(certificate.not_valid_before_utc for certificate in cas)
             not_after = max(certificate.not_valid_after_utc for certificate in cas)
-            with _locked(directory):
+            with locked(directory):
                 if not key_path.exists():
                     key = rsa.generate_private_key(
                         public_exponent=RSA_PUBLIC_EXPONENT, key_size=RSA_KEY_BITS
@@ -271,16 +267,3 @@ def _read_certificate(path: Path) -> x509.Certificate:
         raise CAError(f"cannot read {path}: {error.strerror}") from error
     except ValueError:
         raise CAError(f"{path} is damaged: not a readable PEM certificate") from None
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """The CA's own lock (ca.json.lock), which every maker of the CA's files takes."""
-    lock_path = directory / LOCK_FILE
-    try:
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-    except OSError as error:
-        raise CAError(f"cannot lock {lock_path}: {error.strerror}") from error
-    with open(descriptor, "rb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield

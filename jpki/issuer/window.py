@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from card_emulator.state.image import CardImage
-from card_emulator.state.store import CardStore, FileStore, read_image
+from card_emulator.state.store import CardStore, read_image
 from card_emulator.vocabulary.administration import (
     CHALLENGE_LENGTH,
     ResetMode,
@@ -35,12 +34,11 @@ from card_emulator.vocabulary.pins import TARGETS, Pin
 from card_emulator.vocabulary.sw import SW
 from jpki.errors import JpkiError
 from jpki.issuer import history
-from jpki.issuer.provision import application_name, check_pin, unblock_pin
+from jpki.issuer.provision import application_name, check_pin, locked_card, unblock_pin
 
 WINDOW_CHANNEL = "window"
 STORE_CHANNEL = "store"
 ADMINISTRATOR = "admin"  # the target that names the administrator's own counter
-LOCK_WAIT = 60.0  # seconds an operation waits for a card another process is using
 RESERVATION_LIFETIME = datetime.timedelta(hours=24)
 RESERVATIONS = "store_reservations"  # the image metadata that keeps them (issuing side)
 # What the store resets, and the secret the holder proves to reset it.
@@ -106,16 +104,6 @@ def _pins(target: str) -> tuple[Pin, ...]:
     return pins
 
 
-@contextmanager
-def _locked(card: Path) -> Iterator[FileStore]:
-    """The card, locked for this operation (waiting while another process has it)."""
-    store = FileStore.open(card, wait=LOCK_WAIT)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def _references(image: CardImage, pins: tuple[Pin, ...]) -> str:
     return ", ".join(f"{application_name(pin)} {pin.fid:04X}" for pin in pins)
 
@@ -141,7 +129,7 @@ def unblock(card: Path, target: str, at: datetime.datetime) -> tuple[Pin, ...]:
         _unblock_administrator(card, at)
         return ()
     _pins(target)
-    with _locked(card) as store:
+    with locked_card(card) as store:
         pins = _present(store.image, target)
         for pin in pins:
             unblock_pin(store.image, pin)
@@ -160,7 +148,7 @@ def reset_pin(card: Path, target: str, new_value: str, at: datetime.datetime) ->
     pins = check_resettable(target)
     for pin in pins:
         check_pin(pin, new_value)
-    with _locked(card) as store:
+    with locked_card(card) as store:
         present = _present(store.image, target)
         for pin in present:
             unblock_pin(store.image, pin, new_value)
@@ -189,7 +177,7 @@ def unblock_key_reference(
     tries to the maximum, and a new value if one is given."""
     if new_value is not None:
         check_pin(pin, new_value)
-    with _locked(card) as store:
+    with locked_card(card) as store:
         unblock_pin(store.image, pin, new_value)
         store.commit()
         what = "unblock" if new_value is None else "reset-pin"
@@ -199,7 +187,7 @@ def unblock_key_reference(
 
 
 def _unblock_administrator(card: Path, at: datetime.datetime) -> None:
-    with _locked(card) as store:
+    with locked_card(card) as store:
         administrator = store.image.admin
         if administrator is None:
             raise WindowRefusal("this card has no administrator key (made by an older jpki)")
@@ -270,7 +258,7 @@ def reserve(
         raise WindowRefusal("a reservation proves the authentication PIN or the signature password")
     proven = Pin.named(proven_pin)
     check_pin(proven, value)
-    with _locked(card) as store:
+    with locked_card(card) as store:
         _present(store.image, target)
         _present(store.image, proven_pin)
         if not face_match:
@@ -305,7 +293,7 @@ def store_reset(
     reset, proven = Pin.named(target), Pin.named(proven_pin)
     check_pin(reset, new_value)
     check_pin(proven, other_value)
-    with _locked(card) as store:
+    with locked_card(card) as store:
         reservation = _usable(_reservations(store.image).get(target), target, proven_pin, at)
         _present(store.image, target)
         administrator = store.image.admin
