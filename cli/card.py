@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from card_emulator.errors import CardFileError, CardImageError
-from card_emulator.state.image import CardSettings
+from card_emulator.state.image import CardImage, CardSettings
 from card_emulator.state.store import FileStore, read_image
 from card_emulator.vocabulary.identifiers import CardFaceFile
 from card_emulator.vocabulary.pins import Pin
@@ -206,10 +206,21 @@ def create(
         token_label=token_label,
         forged=forged,
     )
-    FileStore.create(path, image)
+    _create(path, image)
     click.echo(f"Created card {path} for {holder.name}")
     if not needs_signature:
         click.echo("Under 15: no signature key, certificate or password, as on a real card.")
+
+
+def _create(path: Path, image: CardImage) -> None:
+    """Write a new card and open its history with its issuance."""
+    from jpki.issuer import history
+
+    FileStore.create(path, image)
+    marks: tuple[str, ...] = ("sample", "forged")
+    details = {name: str(image.metadata[name]) for name in marks if name in image.metadata}
+    issued = datetime.datetime.fromisoformat(str(image.metadata["issued"]))
+    history.record(path, "issue", "window", at=issued, details=details or None)
 
 
 def _create_sample(
@@ -237,7 +248,7 @@ def _create_sample(
         ) from None
     ca = load_or_create_ca(ca_directory(), production_dn)
     image = chosen.issue(ca, clock.now(), settings=settings, forged=forged)
-    FileStore.create(path, image)
+    _create(path, image)
     click.echo(f"Created sample card {name!r} at {path}: {chosen.description}")
 
 

@@ -145,7 +145,10 @@ def lifecycle(home: Path, moment: str, *args: str) -> dict[str, Any]:
 
 
 def history(home: Path) -> list[dict[str, Any]]:
-    return json.loads(ok(jpki(home, "card", "history", "--json")).stdout)  # type: ignore[no-any-return]
+    """The card's history after its issuance, which `jpki card create` records first."""
+    entries: list[dict[str, Any]] = json.loads(ok(jpki(home, "card", "history", "--json")).stdout)
+    assert entries[0]["what"] == "issue" and entries[0]["channel"] == "window"
+    return entries[1:]
 
 
 # --- renewal ---------------------------------------------------------------------------------
