@@ -139,10 +139,9 @@ class _OnCard:
     def serial(self) -> int:
         return self.certificate.serial_number
 
-    @property
-    def live(self) -> bool:
-        """Not revoked (expired or not: the record still answers for it until it expires)."""
-        return self.entry.revocation is None
+    def good(self, at: datetime.datetime) -> bool:
+        """Neither revoked nor expired at `at`."""
+        return self.entry.revocation is None and at <= self.certificate.not_valid_after_utc
 
 
 # The JPKI AP's EFs of each kind of certificate: certificate, private key, PIN, CA certificate.
@@ -203,8 +202,9 @@ def renew(
             )
         expiry = min(held.certificate.not_valid_after_utc for held in on_card.values())
         opens = renewal_window_opens(expiry)
-        # The window applies while a certificate is still good; none left: a new issuance.
-        early = at < opens and any(held.live for held in on_card.values())
+        # The window applies while every certificate is good; one revoked, on hold or expired:
+        # new certificates are issued at once.
+        early = at < opens and all(held.good(at) for held in on_card.values())
         if early and not force:
             raise LifecycleError(
                 f"outside the renewal window: the certificates expire on "
@@ -237,7 +237,7 @@ def renew(
                 jpki.files[ca_ef] = _der(ca.authority(kind).certificate)
                 issued[kind.key] = certificate.serial_number
             for held in on_card.values():
-                if held.live:
+                if held.good(at):
                     ca.revoke(held.serial, RevocationReason.SUPERSEDED, when=at)
                     revoked[held.key] = (held.serial, RevocationReason.SUPERSEDED)
             if sign_pin is not None:
@@ -308,7 +308,7 @@ def change(
         signature = on_card.get(CertificateKind.SIGNATURE)
 
         def step(ca: TestCA) -> None:
-            if signature is not None and signature.live:
+            if signature is not None and signature.good(at):
                 ca.revoke(signature.serial, RevocationReason.AFFILIATION_CHANGED, when=at)
                 revoked[signature.key] = (signature.serial, RevocationReason.AFFILIATION_CHANGED)
             if sign_key is not None:
@@ -357,7 +357,7 @@ def suspend(card: Path, ca: TestCA, *, at: datetime.datetime) -> LifecycleResult
 
         def step(ca: TestCA) -> None:
             for held in on_card.values():
-                if held.live:
+                if held.good(at):
                     ca.revoke(held.serial, RevocationReason.CERTIFICATE_HOLD, when=at)
                     revoked[held.key] = (held.serial, RevocationReason.CERTIFICATE_HOLD)
             image.metadata[SUSPENDED] = _iso(at)
@@ -380,7 +380,7 @@ def revoke(
     with locked_card(card) as store:
         image = store.image
         on_card = _certificates(image, ca)
-        live = [held for held in on_card.values() if held.live]
+        live = [held for held in on_card.values() if held.good(at)]
         if not live:
             gone = "; ".join(_describe_revoked(held) for held in on_card.values())
             raise LifecycleError(
@@ -647,8 +647,13 @@ def _revocation_reason(reason: RevocationReason | str) -> RevocationReason:
 
 
 def _describe_revoked(held: _OnCard) -> str:
+    """Why a certificate is no longer good: revoked (when, why), or expired."""
     revocation = held.entry.revocation
-    assert revocation is not None
+    if revocation is None:
+        return (
+            f"{held.key} certificate {_serial(held.serial)} expired on "
+            f"{held.certificate.not_valid_after_utc.isoformat()}"
+        )
     return (
         f"{held.key} certificate {_serial(held.serial)} revoked {revocation.reason.value} "
         f"on {revocation.time.isoformat()}"

@@ -77,7 +77,8 @@ def build_crl(
     next_update: datetime.timedelta = CRL_VALIDITY,
 ) -> x509.CertificateRevocationList:
     """The complete CRL of one CA as of `now`: the `kind` CA of `generation` (default: the
-    current one), listing the certificates it revoked of those it issued, signed by its key with
+    current one), listing the certificates it revoked of those it issued and that have not
+    expired yet, signed by its key with
     sha256WithRSAEncryption (its authorityKeyIdentifier names the generation)."""
     if next_update <= datetime.timedelta(0):
         raise ValueError("next_update must be positive")
@@ -94,6 +95,8 @@ def build_crl(
         .add_extension(x509.CRLNumber(int(this_update.timestamp())), critical=False)
     )
     for entry in ca.revoked(kind, authority.generation):
+        if entry.not_after < this_update:
+            continue  # expired: dropped from the CRL, as J-LIS does (lifecycle.md §4)
         revocation_time, reason = _revocation_of(entry)
         revoked = (
             x509.RevokedCertificateBuilder()
@@ -155,7 +158,8 @@ def answer_ocsp(
     """The DER response to `question`, signed by the CA that issued the certificate (of the
     generation the request's issuer key hash names); a nonce is echoed. One naming none of the
     CAs (by issuer key hash and name hash) gets unauthorized; a serial that CA never issued (or
-    that another CA or generation issued) is answered unknown."""
+    that another CA or generation issued), or a certificate past its notAfter, is answered
+    unknown."""
     this_update = _now(now)
     # Both CAs have DNs of one pattern and CA generations share a DN: the key decides.
     authority = next(
@@ -177,6 +181,7 @@ def answer_ocsp(
         entry is None
         or entry.kind is not authority.kind
         or entry.generation != authority.generation
+        or entry.not_after < this_update  # expired: no longer answered (lifecycle.md §4)
     ):
         status = ocsp.OCSPCertStatus.UNKNOWN
     elif entry.revoked:

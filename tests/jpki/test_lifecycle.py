@@ -363,6 +363,19 @@ def test_a_move_revokes_the_signature_certificate_and_keeps_the_authentication_o
     assert read_image(card).metadata["holder"]["address"] == address
 
 
+def test_after_a_move_without_reissue_renewal_gives_a_signature_certificate_at_once(
+    card: Path, ca: TestCA
+) -> None:
+    """A holder who did not ask for a new signature certificate when moving can come back for
+    one: with a certificate revoked, the renewal window no longer applies."""
+    before_window = datetime.datetime(2023, 6, 1, tzinfo=UTC)
+    lifecycle.change(card, ca, at=before_window, address="東京都千代田区千代田１番１号")
+    result = lifecycle.renew(card, ca, at=before_window)  # no --force needed
+    new_sign = on_card(card, Certificate.SIGN)
+    assert result.issued["sign"] == new_sign.serial_number
+    assert verifiers_say(ca, new_sign, before_window) == "good"
+
+
 def card_expiry_year(path: Path) -> int:
     return datetime.date.fromisoformat(read_image(path).metadata["card_expiry"]).year
 
