@@ -19,6 +19,7 @@ from cli.output import STDOUT, check_output, force_option, output_help, write_ou
 from jpki.certificates import CertificateKind
 from jpki.issuer.ca import (
     CertificateAuthority,
+    Generation,
     RevocationReason,
     TestCA,
     certificate_file,
@@ -130,6 +131,10 @@ def rollover() -> None:
         f"Generation {generation.number} of the test CA in {ca_directory()} issues from now on "
         f"(valid to {ends:%Y-%m-%d})"
     )
+    _echo_authorities(generation)
+
+
+def _echo_authorities(generation: Generation) -> None:
     for authority in generation.authorities:
         click.echo(
             f"  {authority.kind.key} CA  key id {_key_id(authority)}  "
@@ -148,11 +153,7 @@ def generations() -> None:
             f"Generation {generation.number}: {certificate.not_valid_before_utc:%Y-%m-%d} to "
             f"{certificate.not_valid_after_utc:%Y-%m-%d}{current}"
         )
-        for authority in generation.authorities:
-            click.echo(
-                f"  {authority.kind.key} CA  key id {_key_id(authority)}  "
-                f"{_certificate_path(authority)}"
-            )
+        _echo_authorities(generation)
 
 
 @ca.command(epilog="Example: jpki ca crl sign --generation 1 -o sign-1.crl")
