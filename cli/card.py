@@ -19,7 +19,7 @@ from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret
 from cli.options import card_file_option, card_option, card_path
 from cli.output import STDOUT, check_output, force_option, output_help, write_output
-from cli.pin import lock_lines
+from cli.pin import LABEL_WIDTH, lock_lines, padded
 from jpki import clock
 from jpki.issuer.ca import CAExistsError, TestCA, existing_ca_files
 from jpki.issuer.card_contents import DEFAULT_TOKEN_LABEL, TOKEN_LABELS
@@ -327,7 +327,7 @@ def _format_summary(summary: dict[str, Any]) -> str:
         state = (
             "BLOCKED" if pin["blocked"] else f"{pin['tries_left']} of {pin['max_tries']} tries left"
         )
-        lines.append(f"  {pin['application']:<10} {pin['label']:<20} {state}")
+        lines.append(f"  {pin['application']:<10} {padded(pin['label'], LABEL_WIDTH)} {state}")
         if pin["blocked"]:
             lines.extend(f"    {line}" for line in lock_lines(Pin.named(key)))
     return "\n".join(lines)

@@ -23,7 +23,7 @@ LABEL_WIDTH = 20
 WIDE = ("W", "F")  # East Asian widths that take two columns in a terminal
 
 
-def _padded(text: str, width: int) -> str:
+def padded(text: str, width: int) -> str:
     """`text` padded to `width` terminal columns (住基 takes four, not two)."""
     columns = sum(2 if unicodedata.east_asian_width(c) in WIDE else 1 for c in text)
     return text + " " * max(width - columns, 0)
@@ -86,8 +86,8 @@ def status(card_file: Path | None, as_json: bool) -> None:
             text = "BLOCKED"
         else:
             text = f"{row['tries_left']} of {row['max_tries']} tries left"
-        application = _padded(row["application"], APPLICATION_WIDTH)
-        click.echo(f"{application}  {_padded(row['label'], LABEL_WIDTH)} {text}")
+        application = padded(row["application"], APPLICATION_WIDTH)
+        click.echo(f"{application}  {padded(row['label'], LABEL_WIDTH)} {text}")
         if row["blocked"]:
             for line in lock_lines(Pin.named(row["key"])):
                 click.echo(f"{'':{APPLICATION_WIDTH}}    {line}")
