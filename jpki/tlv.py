@@ -34,6 +34,24 @@ def tlv(tag: bytes, value: bytes, *, long_form: bool = False) -> bytes:
     return tag + length(len(value), long_form=long_form) + value
 
 
+OFFSET_SIZE = 2  # offsets tables (DF21) hold big-endian u16s
+
+
+def offsets_record(
+    tag: bytes, offsets_tag: bytes, objects: list[bytes], *, long_form: bool = False
+) -> bytes:
+    """`tag { offsets_tag <u16 offset of each object from the record's first byte>, objects }`:
+    the card's records whose first object says where each of the others starts."""
+    offsets_size = len(tlv(offsets_tag, bytes(OFFSET_SIZE * len(objects))))
+    content_size = offsets_size + sum(len(part) for part in objects)
+    position = len(tag) + len(length(content_size, long_form=long_form)) + offsets_size
+    offsets = bytearray()
+    for part in objects:
+        offsets += position.to_bytes(OFFSET_SIZE, "big")
+        position += len(part)
+    return tlv(tag, tlv(offsets_tag, bytes(offsets)) + b"".join(objects), long_form=long_form)
+
+
 def read_tlv(data: bytes, offset: int = 0) -> tuple[bytes, int, int]:
     """(tag, start of value, end of value) of the BER TLV at `offset`; ValueError if cut short."""
     position = offset

@@ -48,7 +48,8 @@ def _sync_directory(directory: Path) -> None:
 
 
 def _replace_image(path: Path, data: bytes) -> None:
-    """Replace the card file so that a crash leaves either the old or the new image, whole."""
+    """Replace a card's file (the image, or its counters) so that a crash leaves either the old
+    or the new one, whole."""
     temporary = _write_temporary(path, data)
     try:
         os.replace(temporary, path)
@@ -215,13 +216,7 @@ class FileStore:
         """Write the counters file whole (temporary copy, synced, renamed): when it is missing,
         or when its record changes length (an older record, or an administrator key added)."""
         path = counters.counters_path(self.path)
-        temporary = _write_temporary(path, record)
-        try:
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _sync_directory(path.parent)
+        _replace_image(path, record)
         if self._counters is not None:
             os.close(self._counters)
         self._counters = os.open(path, os.O_RDWR)

@@ -32,14 +32,22 @@ class SW(enum.IntEnum):
     NO_PRECISE_DIAGNOSIS = 0x6F00
 
 
+RETRIES_LEFT = 0x63C0  # 63Cx: x tries left
+
+
 def retries_left_sw(tries: int) -> int:
     """`63Cx`: a wrong PIN or a retry query, with x tries left (0..15)."""
-    return 0x63C0 | min(tries, 0xF)
+    return RETRIES_LEFT | min(tries, 0xF)
+
+
+def tries_left_in(sw: int) -> int | None:
+    """The tries a `63Cx` answer reports, or None for any other status word."""
+    return sw & 0x0F if sw & 0xFFF0 == RETRIES_LEFT else None
 
 
 def describe(sw: int) -> str:
     """Readable name of a status word, e.g. `SECURITY_STATUS_NOT_SATISFIED` or `TRIES_LEFT_2`."""
-    if sw & 0xFFF0 == 0x63C0:
+    if tries_left_in(sw) is not None:
         return f"TRIES_LEFT_{sw & 0xF}"
     try:
         return SW(sw).name

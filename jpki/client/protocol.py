@@ -162,12 +162,7 @@ class ApduProtocol:
         size = tlv_size(data)
         if size is None:
             raise ApduError(SW.NO_PRECISE_DIAGNOSIS, f"EF {fid:04X} does not start with a TLV")
-        while len(data) < size:
-            chunk = self.read_binary(len(data), min(SHORT_MAX, size - len(data)))
-            if not chunk:
-                break
-            data += chunk
-        return data[:size]
+        return self._read_up_to(data, size)
 
     def read_der(self, fid: int) -> bytes:
         """A DER object (a certificate) from an EF, in 256-byte reads like every client does."""
@@ -175,8 +170,11 @@ class ApduProtocol:
         header = self.read_binary(0, DER_HEADER_LENGTH)
         if len(header) < DER_HEADER_LENGTH or header[0] != 0x30 or header[1] != 0x82:
             raise ApduError(SW.NO_PRECISE_DIAGNOSIS, f"EF {fid:04X} does not hold a DER object")
-        size = int.from_bytes(header[2:4], "big") + DER_HEADER_LENGTH
-        data = header
+        return self._read_up_to(header, int.from_bytes(header[2:4], "big") + DER_HEADER_LENGTH)
+
+    def _read_up_to(self, data: bytes, size: int) -> bytes:
+        """The current EF's first `size` bytes, `data` being its first ones: the rest is read
+        in 256-byte chunks, as every client does."""
         while len(data) < size:
             chunk = self.read_binary(len(data), min(SHORT_MAX, size - len(data)))
             if not chunk:

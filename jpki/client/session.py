@@ -23,7 +23,7 @@ from card_emulator.vocabulary.apdu import INS, CommandApdu
 from card_emulator.vocabulary.identifiers import AID, SHORT_ID_FLAG, short_id
 from card_emulator.vocabulary.keys import Certificate, Key
 from card_emulator.vocabulary.pins import Pin
-from card_emulator.vocabulary.sw import SW
+from card_emulator.vocabulary.sw import SW, tries_left_in
 from jpki.client.errors import (
     ApduError,
     PinBlockedError,
@@ -34,7 +34,6 @@ from jpki.client.errors import (
 )
 from jpki.client.protocol import ApduProtocol
 
-RETRY_COUNTER_SW = 0x63C0
 # What a card back at the MF (after a reset) answers for an EF or a PIN of the AP it forgot.
 NOT_IN_APPLICATION = frozenset({SW.FILE_NOT_FOUND, SW.REFERENCE_DATA_NOT_FOUND})
 CURRENT_EF = 0x80  # P2 of VERIFY/CHANGE: the current EF
@@ -144,9 +143,10 @@ class CardSession:
     def pin_status(self, pin: Pin) -> PinStatus:
         """Tries left, from the retry query (a VERIFY with no data): costs no try."""
         sw = self._verify(pin, b"")
-        if sw & 0xFFF0 != RETRY_COUNTER_SW:
+        tries = tries_left_in(sw)
+        if tries is None:
             raise ApduError(sw, f"retry query of the {pin.label}")
-        return PinStatus(pin, sw & 0x0F)
+        return PinStatus(pin, tries)
 
     def verify_pin(self, pin: Pin, value: str) -> None:
         """Verify a PIN; a wrong one raises WrongPinError with the tries left. A value that
@@ -155,8 +155,9 @@ class CardSession:
         sw = self._verify(pin, value.encode())
         if sw == SW.SUCCESS:
             return
-        if sw & 0xFFF0 == RETRY_COUNTER_SW:
-            raise WrongPinError(pin.label, sw & 0x0F)
+        tries = tries_left_in(sw)
+        if tries is not None:
+            raise WrongPinError(pin.label, tries)
         if sw == SW.AUTHENTICATION_METHOD_BLOCKED:
             raise PinBlockedError(pin.label, UNBLOCK_HINT.format(name=pin.target))
         raise ApduError(sw, f"VERIFY {pin.label}")

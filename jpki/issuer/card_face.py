@@ -44,7 +44,6 @@ from jpki.card_face import (
     MY_NUMBER_IMAGE_TAG,
     MY_NUMBER_PNG_TAG,
     MY_NUMBER_SIGNATURE_TAG,
-    OFFSET_SIZE,
     face_digest_info,
 )
 from jpki.cvc import (
@@ -58,7 +57,7 @@ from jpki.cvc import (
 from jpki.issuer.card_info import SECURITY_CODE_PATTERN, birth_date_key, collation_number_b
 from jpki.issuer.card_level import MUNICIPALITY_CODE_PATTERN
 from jpki.issuer.holder import Holder
-from jpki.tlv import length, tlv
+from jpki.tlv import offsets_record, tlv
 
 AGE_RECORD_SIZE = 547
 BASIC_INFO_SIZE = 320  # FF 30 82 01 3B: 5 + 315, no filler
@@ -164,16 +163,8 @@ def face_record(
         tlv(FACE_SECURITY_CODE_IMAGE_TAG, security_code_png),
     ]
     assert len(objects) == len(FACE_OBJECT_TAGS)
-    offsets_size = len(tlv(FACE_OFFSETS_TAG, bytes(OFFSET_SIZE * len(objects))))
-    content_size = offsets_size + sum(len(part) for part in objects)
     # Always `82 HH LL`, as on the card: DF21's first offset is 00 1A whatever the size.
-    position = len(FACE_TAG) + len(length(content_size, long_form=True)) + offsets_size
-    offsets = bytearray()
-    for part in objects:
-        offsets += position.to_bytes(OFFSET_SIZE, "big")
-        position += len(part)
-    content = tlv(FACE_OFFSETS_TAG, bytes(offsets)) + b"".join(objects)
-    return tlv(FACE_TAG, content, long_form=True)
+    return offsets_record(FACE_TAG, FACE_OFFSETS_TAG, objects, long_form=True)
 
 
 # --- EF 0003, 0004 and 0006 ------------------------------------------------------------------

@@ -29,7 +29,7 @@ from jpki.attributes import (
 )
 from jpki.issuer.holder import ERAS, UNKNOWN_ERA, Holder
 from jpki.tlv import expect as _expect
-from jpki.tlv import length as _length
+from jpki.tlv import offsets_record
 from jpki.tlv import tlv as _tlv
 
 # Tags. The card writes them as two-byte BER tags even where one byte would do (those of EF
@@ -46,8 +46,6 @@ BASIC_INFO_UNKNOWN_TAG = b"\xdf\x43"
 FILLER = b"\xff"
 MY_NUMBER_DIGITS = 12
 MY_NUMBER_EF_SIZE = 17
-OFFSET_COUNT = 4  # DF21 points at DF22, DF23, DF24 and DF25
-OFFSET_SIZE = 2
 BIRTH_DATE_FORMAT = "%Y%m%d"
 # 5 + 35 (DF31) + 35 (DF32) + 261 (DF33 has a 5-byte header): the spec's 01 4B and 336 agree.
 INTEGRITY_EF_SIZE = 336
@@ -105,16 +103,7 @@ def basic_attributes_record(holder: Holder, *, long_header: bool = False) -> byt
         _tlv(BIRTH_DATE_TAG, holder.birth_date.strftime(BIRTH_DATE_FORMAT).encode("ascii")),
         _tlv(SEX_TAG, holder.sex.card_info_code.encode("ascii")),
     ]
-    offsets_size = len(_tlv(OFFSETS_TAG, bytes(OFFSET_COUNT * OFFSET_SIZE)))
-    content_size = offsets_size + sum(len(field) for field in fields)
-    header_size = len(ATTRIBUTES_TAG) + len(_length(content_size, long_form=long_header))
-    offsets = bytearray()
-    position = header_size + offsets_size
-    for field in fields:
-        offsets += position.to_bytes(OFFSET_SIZE, "big")
-        position += len(field)
-    content = _tlv(OFFSETS_TAG, bytes(offsets)) + b"".join(fields)
-    return _tlv(ATTRIBUTES_TAG, content, long_form=long_header)
+    return offsets_record(ATTRIBUTES_TAG, OFFSETS_TAG, fields, long_form=long_header)
 
 
 def _hashed_attributes(attributes_ef: bytes) -> bytes:

@@ -31,7 +31,7 @@ from card_emulator.vocabulary.administration import (
 from card_emulator.vocabulary.apdu import INS, CommandApdu, ResponseApdu
 from card_emulator.vocabulary.identifiers import AID, SHORT_ID_FLAG, short_id
 from card_emulator.vocabulary.pins import TARGETS, Pin
-from card_emulator.vocabulary.sw import SW
+from card_emulator.vocabulary.sw import SW, tries_left_in
 from jpki.errors import JpkiError
 from jpki.issuer import history
 from jpki.issuer.provision import application_name, check_pin, locked_card, unblock_pin
@@ -47,7 +47,6 @@ OPTION = {"auth": "--auth-pin", "sign": "--sign-pin"}
 VERIFY_P1 = 0x00
 SELECT_BY_DF_NAME = 0x04
 SELECT_NO_RESPONSE = 0x0C
-RETRY_COUNTER_SW = 0x63C0
 
 Transmit = Callable[[bytes], bytes]  # one command APDU to the card, its response back
 # Powers the card a locked store holds and gives the kiosk's slot (the issuer runs no card).
@@ -377,8 +376,8 @@ def _verify(transmit: Transmit, pin: Pin, value: str) -> None:
     answer = _transmit(transmit, CommandApdu(0x00, INS.VERIFY, VERIFY_P1, p2, value.encode()))
     if answer.sw == SW.SUCCESS:
         return
-    if answer.sw & 0xFFF0 == RETRY_COUNTER_SW:
-        left = answer.sw & 0x0F
+    left = tries_left_in(answer.sw)
+    if left is not None:
         if left == 0:
             raise SecretRefused(f"wrong {pin.label}: it is now blocked")
         raise SecretRefused(f"wrong {pin.label}: {left} {'try' if left == 1 else 'tries'} left")
