@@ -710,6 +710,18 @@ def _database_errors(path: Path) -> Iterator[None]:
         raise CAError(f"{path} is corrupt: {error}") from None
 
 
+@contextlib.contextmanager
+def _snapshot(connection: sqlite3.Connection) -> Iterator[None]:
+    """Several statements that see one committed state of the record, whatever other
+    processes commit meanwhile (a read transaction)."""
+    connection.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("COMMIT")  # a read: nothing to keep or lose
+
+
 @functools.cache
 def _reference_schema(version: int) -> list[tuple[Any, ...]]:
     """sqlite_master as this program makes it for `version` (SQLite normalises the statements'
@@ -848,7 +860,7 @@ class _Database:
         if not os.path.lexists(path):
             raise CAError(f"{path} is missing")
         database = cls(path)
-        with database._reading() as connection:
+        with database._reading() as connection, _snapshot(connection):
             database._check(connection)
         return database
 
@@ -873,7 +885,8 @@ class _Database:
             (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode != "wal":
                 raise CAError(f"cannot use {path} in WAL mode (the file system gave {mode!r})")
-            database._check(connection)
+            with _snapshot(connection):
+                database._check(connection)
         return database
 
     def _connect(self) -> sqlite3.Connection:
@@ -949,15 +962,11 @@ class _Database:
         with self._reading() as connection:
             if self._version == DATABASE_VERSION or self._transaction is not None:
                 return query(connection, GENERATION_COLUMN[DATABASE_VERSION])
-            connection.execute("BEGIN")
-            try:
+            with _snapshot(connection):
                 (version,) = connection.execute("PRAGMA user_version").fetchone()
                 if version != self._version:
                     self._check(connection)
                 return query(connection, GENERATION_COLUMN[self._version])
-            finally:
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("COMMIT")  # a read: nothing to keep or lose
 
     def migrated_from(self) -> str | None:
         """The SHA-256 (hex) of the version-1 ca.json this record was made from, if any."""

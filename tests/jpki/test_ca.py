@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jpki import certificates
 from jpki.certificates import CertificateKind
 from jpki.cvc import KeyId
+from jpki.issuer import ca as ca_module
 from jpki.issuer import profile
 from jpki.issuer.ca import CAError, RevocationReason, TestCA
 from jpki.issuer.holder import Holder, Sex, with_check_digit
@@ -833,3 +834,35 @@ def test_two_processes_issuing_and_revoking_never_lose_each_others_changes(
     assert {one.serial_number, two.serial_number} <= {entry.serial for entry in final.issued}
     revoked = final.find_issued(one.serial_number)
     assert revoked is not None and revoked.revoked
+
+
+def test_opening_the_record_sees_one_state_while_another_process_issues(
+    test_ca: TestCA, card_key: rsa.RSAPrivateKey, holder: Holder, tmp_path: Path
+) -> None:
+    """The open-time check reads next_serial and the highest serial in one snapshot: a
+    certificate committed by another process between those two reads is no corruption."""
+    directory = copy_ca(test_ca, tmp_path)
+    other = TestCA.load(directory)
+    connect = ca_module._Database._connect
+    issued = []
+
+    def connect_and_interleave(database: Any) -> sqlite3.Connection:
+        connection = connect(database)
+
+        def between_reads(statement: str) -> None:
+            if "max(serial)" in statement and not issued:
+                issued.append(
+                    other.issue_authentication_certificate(
+                        holder, card_key.public_key(), now=ISSUED
+                    )
+                )
+
+        connection.set_trace_callback(between_reads)
+        return connection
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ca_module._Database, "_connect", connect_and_interleave)
+        loaded = TestCA.load(directory)
+        assert loaded.next_serial > 0  # the check ran, and another process issued meanwhile
+    assert issued
+    assert loaded.find_issued(issued[0].serial_number) is not None
