@@ -1,10 +1,10 @@
 """APDU round trip through a real pcscd: pyscard -> pcscd -> vpcd -> card, against an echo floor.
 
-    sudo .venv/bin/python benchmarks/pcsc_roundtrip.py [--rounds N] [--passes N]  # --help for more
+    .venv/bin/python benchmarks/pcsc_roundtrip.py [--rounds N] [--passes N]  # --help for more
 
-Root only: the benchmark enters private mount and network namespaces (tests/pcsc/harness.py) and
-starts its own pcscd there (without --debug --apdu, whose logging would slow every case), so it
-never touches a system pcscd and leaves nothing running.
+The benchmark starts its own pcscd in a mount namespace of its own (jpki.testing.pcscd, as the
+tests do; without --debug --apdu, whose logging would slow every case), so it never touches a
+system pcscd and leaves nothing running.
 
 Cards are served one at a time in vpcd slot 0 by a `VpcdLink` in a forked process: the
 floor is an echo card answering as many bytes as the card would (same path, no card logic), then
@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from card_emulator.transports.memory import VirtualCard  # noqa: E402
-from card_emulator.transports.vpcd import DEFAULT_PORT, ServedCard, SocketTuning, VpcdLink  # noqa: E402
+from card_emulator.transports.vpcd import PORT_VARIABLE, ServedCard, SocketTuning, VpcdLink  # noqa: E402
+from jpki.testing.pcscd import SOCKET_VARIABLE, PrivatePcscd, wait_for  # noqa: E402
 from tests.pcsc import harness  # noqa: E402
-from tests.pcsc.harness import READER, wait_for  # noqa: E402
+from tests.pcsc.harness import READER  # noqa: E402
 
 FIXTURE = ROOT / "fixtures" / "cards" / "taro.json"
 SELECT_AP = bytes.fromhex("00A4040C0AD392F000260100000001")
@@ -82,6 +83,17 @@ class EchoCard:
     def transmit(self, apdu: bytes) -> bytes:
         expected = (apdu[4] or 256) if len(apdu) == 5 else 0
         return bytes(expected) + b"\x90\x00"
+
+    inserted = True  # never removed: the link's presence calls are no-ops
+
+    def remove(self) -> None:
+        pass
+
+    def insert(self) -> None:
+        pass
+
+    def on_presence(self, callback: object) -> None:
+        pass
 
 
 @dataclass
@@ -129,7 +141,7 @@ def pyscard_connection() -> Iterator[Any]:
 
 def _serve(card: ServedCard, tuning: SocketTuning) -> None:
     """Child process: serve `card` until SIGTERM."""
-    link = VpcdLink(card, port=DEFAULT_PORT, tuning=tuning)
+    link = VpcdLink(card, port=int(os.environ[PORT_VARIABLE]), tuning=tuning)
     signal.signal(signal.SIGTERM, lambda signum, frame: link.stop())
     link.serve_forever()
 
@@ -198,6 +210,9 @@ class SwitchCard:
     def transmit(self, apdu: bytes) -> bytes:
         return (self.real if self.use_real.value else self.echo).transmit(apdu)
 
+    inserted = True
+    remove, insert, on_presence = EchoCard.remove, EchoCard.insert, EchoCard.on_presence
+
 
 def time_interleaved(switch: SwitchCard, rounds: int) -> dict[str, float]:
     """Per command: median of (card time / echo time) over APDU pairs sent back to back, the
@@ -229,7 +244,10 @@ def run(
     card_file = directory / "taro.json"
     shutil.copyfile(FIXTURE, card_file)
     samples: Samples = {}
-    with harness.Pcscd(directory / "pcscd.log", debug=arguments.pcscd_debug):
+    pcscd = PrivatePcscd(directory / "pcscd", debug=arguments.pcscd_debug)
+    os.environ[SOCKET_VARIABLE] = str(pcscd.socket_path)  # before this process's first PC/SC call
+    with pcscd:
+        os.environ.update(pcscd.environment())  # its vpcd port, for the links and `jpki serve`
         interleaved = time_interleaved(SwitchCard(echo, real), arguments.rounds)
         # Tuned, as `jpki serve` runs: floor, card in a thread, card in `jpki serve`, in turn,
         # over several passes, so a change in the machine's load weighs on all of them alike.
@@ -298,12 +316,9 @@ def main() -> None:
         "--pcscd-debug", action="store_true", help="run pcscd with --debug --apdu (slower)"
     )
     arguments = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root: it runs its own pcscd in private mount and network namespaces")
-    missing = harness.missing_programs()
+    missing = harness.reader_stack_missing() or PrivatePcscd.missing()
     if missing:
-        sys.exit(f"missing {', '.join(missing)}: run scripts/install-system-packages")
-    harness.enter_private_namespaces()
+        sys.exit(missing)
     with tempfile.TemporaryDirectory() as directory:
         rows, pass_ratios, interleaved = run(arguments, Path(directory))
     print_table(rows, pass_ratios, interleaved)

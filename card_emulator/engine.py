@@ -32,11 +32,11 @@ from card_emulator.applications.registry import (
     CARD_LEVEL_NAME,
     ApplicationRegistry,
 )
-from card_emulator.errors import CardFileError, CardPoweredOff
+from card_emulator.errors import CardFileError, CardPoweredOff, PowerLost
 from card_emulator.signing import SignatureScheme, accepts_length, sign
 from card_emulator.state.image import ApplicationContents
 from card_emulator.state.pin_reference import PinReference
-from card_emulator.state.store import CardStore
+from card_emulator.state.store import CardStore, ImageChange
 from card_emulator.vocabulary.administration import CHALLENGE_LENGTH, PROOF_LENGTH, ResetMode
 from card_emulator.vocabulary.apdu import (
     INS,
@@ -167,6 +167,46 @@ class CardEngine:
         self.powered = True
         return self.atr
 
+    # What the card stands on (for fault matchers and the control panel) -------------------
+
+    @property
+    def current_application(self) -> str | None:
+        """The registry name of the current application; None before one is selected (MF)."""
+        return self._current_df.name if self._current_df is not None else None
+
+    @property
+    def current_file(self) -> int | None:
+        """The FID of the current EF, if any."""
+        return self._current_ef.fid if self._current_ef is not None else None
+
+    def addressed_file(self, raw: bytes) -> int | None:
+        """The FID of the EF a command addresses: a SELECT's target, an EF named by its short
+        id (READ BINARY P1, READ RECORD P2, `80|SFI` in P2), else the current EF. Changes
+        nothing."""
+        try:
+            command = CommandApdu.parse(raw)
+        except MalformedApdu:
+            return self.current_file
+        if command.ins == INS.SELECT and command.p1 in (SELECT_BY_FID, SELECT_EF_UNDER_DF):
+            return int.from_bytes(command.data, "big") if len(command.data) == 2 else None
+        sfi = _short_id_named(command)
+        if sfi:
+            found = self._current_df.file_by_short_id(sfi) if self._current_df else None
+            return found.fid if found is not None else None
+        return self.current_file
+
+    def key_references(self) -> list[tuple[str, PinFile, PinReference]]:
+        """Every PIN EF on this card by application name, with the reference data it answers
+        with (another EF's where the settings share a counter)."""
+        image = self.store.image
+        return [
+            (application.name, file, self._reference_in(application.name, file))
+            for application in self.applications
+            if application.name in image.applications
+            for file in application.files
+            if isinstance(file, PinFile) and file.fid in image.contents(application.name).pins
+        ]
+
     def _clear_security_state(self) -> None:
         self._security_application = None
         self._verified.clear()
@@ -191,7 +231,7 @@ class CardEngine:
                 response = ResponseApdu(self._dispatch(command), SW.SUCCESS)
             except StatusError as status:
                 response = ResponseApdu(b"", status.sw)
-            except CardFileError:
+            except (CardFileError, PowerLost):
                 raise  # the card cannot keep a change: its user must hear it, not a status word
             except Exception:  # noqa: BLE001 - the card must answer, whatever went wrong inside
                 log.exception("internal error processing %s", redacted_hex(raw))
@@ -281,11 +321,16 @@ class CardEngine:
         return isinstance(rule, Always) or not self._verified.isdisjoint(rule.pins)
 
     def _reference(self, pin_file: PinFile) -> PinReference:
+        """The reference data of a PIN EF of the current AP."""
+        assert self._current_df is not None
+        return self._reference_in(self._current_df.name, pin_file)
+
+    def _reference_in(self, application: str, pin_file: PinFile) -> PinReference:
         """The reference data of a PIN EF: its own, or the one it shares by the card's settings."""
         if pin_file.shared_with is not None and self.store.image.settings.shared_collation_counters:
             application, fid = pin_file.shared_with
             return self.store.image.contents(application).pins[fid]
-        return self._contents().pins[pin_file.fid]
+        return self.store.image.contents(application).pins[pin_file.fid]
 
     # Commands --------------------------------------------------------------------------
 
@@ -421,7 +466,7 @@ class CardEngine:
         if not pin_file.rule.accepts(command.data):
             raise StatusError(SW.INCORRECT_DATA)
         reference.replace(command.data)
-        self.store.commit()
+        self.store.commit(ImageChange.PIN)
         return b""
 
     def _compute_digital_signature(self, command: CommandApdu) -> bytes:
@@ -581,7 +626,7 @@ class CardEngine:
         self._wrong_verifies.pop(self._key_reference(pin_file), None)
         if mode is ResetMode.NEW_VALUE:
             reference.replace(command.data)
-            self.store.commit()  # the image (new value) and then the counters
+            self.store.commit(ImageChange.PIN)  # the image (new value) and then the counters
         else:
             self.store.commit_counters()  # acknowledged only once durable
         return b""
@@ -605,6 +650,30 @@ def _shaped_like_others(value: bytes, rule: PinRule) -> str:
 
 def _alternatives(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
+
+
+# Commands whose P2 may name an EF by short id (`80|SFI`; `80` alone is the current EF).
+P2_NAMES_EF = frozenset(
+    {
+        INS.VERIFY,
+        INS.CHANGE_REFERENCE_DATA,
+        INS.CHANGE_KEY,
+        INS.COMPUTE_DIGITAL_SIGNATURE,
+        INS.INTERNAL_AUTHENTICATE,
+        INS.RESET_RETRY_COUNTER,
+    }
+)
+
+
+def _short_id_named(command: CommandApdu) -> int:
+    """The short EF id a command names (0: none), as its handler reads it."""
+    if command.ins == INS.READ_BINARY and command.p1 & SHORT_ID_FLAG:
+        return command.p1 & 0x1F
+    if command.ins == INS.READ_RECORD:
+        return command.p2 >> SFI_SHIFT if command.p2 >> SFI_SHIFT != SFI_RESERVED else 0
+    if command.ins in P2_NAMES_EF and command.p2 & ~0x1F == SHORT_ID_FLAG:
+        return command.p2 & 0x1F
+    return 0
 
 
 def _simple_tlv_records(data: bytes) -> list[bytes]:

@@ -17,3 +17,16 @@ class CardFileError(CardEmulatorError):
 
 class CardPoweredOff(CardEmulatorError, ConnectionError):
     """A command reached the card while it had no power: to a host, the card is gone."""
+
+
+class CardRemoved(CardEmulatorError, ConnectionError):
+    """A command reached a card that is out of its reader (pulled out, or a fault removed it)."""
+
+
+class PowerLost(CardEmulatorError, ConnectionError):
+    """Power was cut at one of the card's persistence points (an injected fault): the command
+    gets no answer, and what is on disk is what a real power cut there would leave."""
+
+
+class FaultSpecError(CardEmulatorError, ValueError):
+    """A fault spec (`sw=6A82,ins=B0`) that cannot be parsed, or not used on this card."""

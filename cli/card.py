@@ -13,7 +13,7 @@ import click
 
 from card_emulator.errors import CardFileError, CardImageError
 from card_emulator.state.image import CardImage, CardSettings
-from card_emulator.state.store import FileStore, read_image
+from card_emulator.state.store import FileStore, ImageChange, read_image
 from card_emulator.vocabulary.identifiers import CardFaceFile
 from card_emulator.vocabulary.pins import Pin
 from cli.context import ask_secret
@@ -372,7 +372,7 @@ def settings(card_file: Path | None, changes: tuple[str, ...]) -> None:
             except ValueError as error:
                 raise click.BadParameter(str(error), param_hint="SETTINGS") from None
             store.image.change_settings(changed)
-            store.commit()
+            store.commit(ImageChange.OTHER)
         shown = store.image.settings.to_json()
     finally:
         store.close()

@@ -29,6 +29,7 @@ COMMANDS = {
     "login": ("cli.documents", "login", "Log in as a relying party sees it."),
     "serve": ("cli.pcsc", "serve", "Serve cards in vpcd reader slots (PC/SC)."),
     "readers": ("cli.pcsc", "readers", "List PC/SC readers and whether each holds a card."),
+    "control": ("cli.control", "control", "Drive a running `jpki serve --control`: cards, faults."),
     "window": ("cli.window", "window", "The municipal window: unblock or reset any PIN."),
     "store": ("cli.store", "store", "The convenience store: reset a JPKI PIN with the other."),
 }
@@ -54,14 +55,14 @@ class LazyGroup(click.Group):
 
 def _exit_code(error: BaseException) -> Exit | None:
     """The exit code of a known failure (imported here: only failures pay for it)."""
-    from card_emulator.errors import CardEmulatorError, CardPoweredOff
+    from card_emulator.errors import CardEmulatorError, CardPoweredOff, CardRemoved, PowerLost
     from jpki.client.errors import ApduError, CardConnectionError, PinError
     from jpki.errors import BadValueError, JpkiError
     from jpki.issuer.ca import CAError
 
     # Most specific first: the first class the error is an instance of decides.
     codes: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit], ...] = (
-        (CardPoweredOff, Exit.CARD),
+        ((CardPoweredOff, CardRemoved, PowerLost), Exit.CARD),
         (CardEmulatorError, Exit.CARD_FILE),
         (CAError, Exit.CA),
         (BadValueError, Exit.BAD_VALUE),

@@ -45,7 +45,7 @@ REQUIRE_VARIABLE = "JPKI_TEST_REQUIRE"
 def _root_missing() -> str | None:
     if os.geteuid() == 0:
         return None
-    return "needs root for private mount and network namespaces (CI runs as root)"
+    return "needs root (CI runs as root)"
 
 
 def _openssl_missing() -> str | None:
@@ -63,6 +63,18 @@ def _tesseract_missing() -> str | None:
     return None
 
 
+def _browser_missing() -> str | None:
+    """Debian's headless Chromium, its driver and selenium, for the card panel's tests."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        return f"missing {', '.join(missing)}: run scripts/test, which installs them"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: pip install -e '.[test]'"
+    return None
+
+
 def _reader_stack_missing() -> str | None:
     from tests.pcsc.harness import reader_stack_missing  # the PC/SC harness knows its parts
 
@@ -74,6 +86,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "openssl": functools.cache(_openssl_missing),
     "tesseract": functools.cache(_tesseract_missing),
     "reader_stack": functools.cache(_reader_stack_missing),
+    "browser": functools.cache(_browser_missing),
 }
 
 

@@ -1,18 +1,25 @@
 """Where a card image lives: in memory, or in a locked file replaced atomically on each change,
-with its retry counters beside it, rewritten in place."""
+with its retry counters beside it, rewritten in place.
+
+The file store names its persistence points (`PersistencePoint`): a power cut injected at one
+(`arm_power_cut`, which the card's faults use) leaves on disk what a real cut there would.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from card_emulator.errors import CardFileError, CardImageError
+from card_emulator.errors import CardFileError, CardImageError, PowerLost
 from card_emulator.state import counters
 from card_emulator.state.image import CardImage
 
@@ -21,6 +28,50 @@ PRIVATE_DIRECTORY_MODE = 0o700
 TEMPORARY_PREFIX = "."
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 LOCK_POLL_INTERVAL = 0.02  # seconds between attempts while waiting for another process's lock
+
+
+class PersistencePoint(enum.Enum):
+    """The moments of a write at which losing power leaves something different on disk."""
+
+    BEFORE_COUNTER_WRITE = "before-counter-write"  # a retry counter is about to be written
+    AFTER_COUNTER_WRITE = "after-counter-write"  # it is written (and synced), nothing else yet
+    DURING_PIN_CHANGE = "during-pin-change"  # a whole-image write carrying a new PIN value, torn
+    DURING_CERTIFICATE_WRITE = "during-certificate-write"  # one carrying certificates, torn
+    DURING_IMAGE_WRITE = "during-image-write"  # any other whole-image write (settings...), torn
+
+
+class ImageChange(enum.Enum):
+    """What a whole-image write carries: it decides the persistence point a cut in it is."""
+
+    PIN = "pin"
+    CERTIFICATES = "certificates"
+    OTHER = "other"
+
+
+TORN_WRITE = {
+    ImageChange.PIN: PersistencePoint.DURING_PIN_CHANGE,
+    ImageChange.CERTIFICATES: PersistencePoint.DURING_CERTIFICATE_WRITE,
+    ImageChange.OTHER: PersistencePoint.DURING_IMAGE_WRITE,
+}
+
+PowerCutHook = Callable[[PersistencePoint], bool]  # True: the power goes at this point
+
+# By the card file's real path, so that every store of a card in this process (the served
+# card's, the window's, a renewal's) meets the cut armed for it.
+_power_cuts: dict[Path, PowerCutHook] = {}
+_power_cuts_lock = threading.Lock()
+
+
+def arm_power_cut(path: Path, hook: PowerCutHook | None) -> PowerCutHook | None:
+    """Ask `hook` at each persistence point of the card file `path` whether the power goes
+    there; None disarms. Returns the hook it replaces, to be armed again afterwards."""
+    real = real_card_path(path)
+    with _power_cuts_lock:
+        if hook is None:
+            return _power_cuts.pop(real, None)
+        replaced = _power_cuts.get(real)
+        _power_cuts[real] = hook
+        return replaced
 
 
 def _write_temporary(path: Path, data: bytes) -> Path:
@@ -98,7 +149,7 @@ class MemoryStore:
     def __init__(self, image: CardImage) -> None:
         self.image = image
 
-    def commit(self) -> None:
+    def commit(self, change: ImageChange = ImageChange.OTHER) -> None:
         """Nothing to make durable."""
 
     def commit_counters(self, *, sync: bool = True) -> None:
@@ -118,6 +169,7 @@ class FileStore:
         self.read_only: str | None = None  # why this process may not change the file
         self._counters: int | None = None  # the counters file, open for in-place writes
         self._counters_size = 0  # its length: a record of another length replaces it whole
+        self._power_lost = False  # a cut was injected: nothing more is written until reload()
 
     @classmethod
     def create(cls, path: Path, image: CardImage) -> None:
@@ -193,14 +245,37 @@ class FileStore:
         store = cls(path, image, lock)
         store.read_only = read_only
         if read_only is None:
-            try:
-                store._open_counters()
-            except OSError as exc:
-                store.close()
-                raise CardFileError(
-                    f"cannot write {path}{counters.SUFFIX}: {exc.strerror}"
-                ) from None
+            store._open_counters_or_close()
         return store
+
+    def reload(self) -> None:
+        """Read the card again as the next open would (after a power cut: the copy a torn write
+        left removed, the image and counters as on disk), keeping this store's lock: closing and
+        reopening would let another process take the card in between."""
+        if self._lock is None:
+            raise CardFileError(f"{self.path} is closed")
+        if self._counters is not None:
+            os.close(self._counters)
+            self._counters = None
+        if self.read_only is None:
+            _remove_leftovers(self.path)
+        try:
+            self.image = read_image(self.path)
+        except CardFileError:
+            self.close()
+            raise
+        self._power_lost = False
+        if self.read_only is None:
+            self._open_counters_or_close()
+
+    def _open_counters_or_close(self) -> None:
+        try:
+            self._open_counters()
+        except OSError as exc:
+            self.close()
+            raise CardFileError(
+                f"cannot write {self.path}{counters.SUFFIX}: {exc.strerror}"
+            ) from None
 
     def _open_counters(self) -> None:
         """Open the counters file for writing in place, creating it whole if it is missing."""
@@ -225,6 +300,8 @@ class FileStore:
     def _writable(self) -> None:
         if self._lock is None:
             raise CardFileError(f"{self.path} is closed")
+        if self._power_lost:
+            raise PowerLost(f"{self.path}: the card lost power; it writes nothing until reloaded")
         if self.read_only is not None:
             raise CardFileError(
                 f"{self.path} cannot be changed ({self.read_only}); this command needs to "
@@ -237,29 +314,50 @@ class FileStore:
         self._writable()
         assert self._counters is not None
         record = counters.encode(self.image)
+        self._cut_at(PersistencePoint.BEFORE_COUNTER_WRITE)
         try:
             if len(record) != self._counters_size:
                 self._replace_counters(record)
-                return
-            os.pwrite(self._counters, record, 0)
-            if sync:
-                os.fdatasync(self._counters)
+            else:
+                os.pwrite(self._counters, record, 0)
+                if sync:
+                    os.fdatasync(self._counters)
         except OSError as exc:
             raise CardFileError(
                 f"cannot write {self.path}{counters.SUFFIX} ({exc.strerror}); "
                 "the card was not changed"
             ) from None
+        self._cut_at(PersistencePoint.AFTER_COUNTER_WRITE)
 
-    def commit(self) -> None:
-        """Make the current image durable before the card answers (the counters with it)."""
+    def commit(self, change: ImageChange = ImageChange.OTHER) -> None:
+        """Make the current image durable before the card answers (the counters with it).
+        `change` says what the image carries that it did not before."""
         self._writable()
+        data = self.image.dumps()
+        torn = self._cut_at(TORN_WRITE[change], raises=False)
         try:
-            _replace_image(self.path, self.image.dumps())
+            if torn:  # what a cut halfway through the write leaves: a partial copy, not renamed
+                _write_temporary(self.path, data[: len(data) // 2])
+            else:
+                _replace_image(self.path, data)
         except OSError as exc:
             raise CardFileError(
                 f"cannot write {self.path} ({exc.strerror}); the card was not changed"
             ) from None
+        if torn:
+            raise PowerLost(f"{self.path}: power lost during the write ({change.value})")
         self.commit_counters()
+
+    def _cut_at(self, point: PersistencePoint, *, raises: bool = True) -> bool:
+        """Whether the power goes at `point` (a cut armed for this card says so); raises
+        PowerLost then, unless the caller has something to leave behind first."""
+        hook = _power_cuts.get(self.path) if _power_cuts else None
+        if hook is None or not hook(point):
+            return False
+        self._power_lost = True
+        if raises:
+            raise PowerLost(f"{self.path}: power lost at {point.value}")
+        return True
 
     def close(self) -> None:
         if self._counters is not None:

@@ -3,18 +3,24 @@
 Wire format, both ways: a 2-byte big-endian length, then the payload. From vpcd: `00` power
 off, `01` power on, `02` reset, `04` get ATR (also a 400 ms presence poll), or a command APDU.
 The card answers the ATR request and APDUs; power and reset get no answer. No card logic here.
+
+The link follows the card's presence: a card pulled out of its slot (`card.remove()`, a fault, a
+power cut) drops the connection, so pcscd sees the card removed; put back, it reconnects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from card_emulator.errors import CardEmulatorError
+from card_emulator.errors import CardEmulatorError, CardRemoved, PowerLost
 from card_emulator.vocabulary.apdu import redacted_hex
 from card_emulator.vocabulary.sw import SW
 
@@ -22,11 +28,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963  # slot 0 of Debian's vpcd reader; slot N listens on 35963 + N
+PORT_VARIABLE = "JPKI_VPCD_PORT"  # slot 0's port where a pcscd's reader.conf moved it
+SLOTS = 2  # a vpcd reader's slots: slot N listens on slot 0's port + N
 READER_NAME = "Virtual PCD 00 {slot:02X}"  # how Debian's /etc/reader.conf.d/vpcd names slots
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 MAX_FRAME = 0xFFFF
 LENGTH_BYTES = 2
 RECONNECT_DELAY = 0.2  # seconds between attempts while vpcd is not listening
+# pcscd asks vpcd every 400 ms whether a card is in; a card back sooner than this is never seen
+# gone, and one pulled out during a command would stay "absent" in pcscd for good.
+MIN_ABSENCE = 1.0  # seconds a removed card stays out of the reader at least
 CONNECT_TIMEOUT = 5  # seconds; stop() and remove() cut a pending connect short anyway
 
 
@@ -44,9 +55,31 @@ class ServedCard(Protocol):
 
     def transmit(self, apdu: bytes) -> bytes: ...
 
+    @property
+    def inserted(self) -> bool: ...
+
+    def remove(self) -> None: ...
+
+    def insert(self) -> None: ...
+
+    def on_presence(self, callback: Callable[[bool], None]) -> None: ...
+
+
+def first_port() -> int:
+    """Slot 0's vpcd port: $JPKI_VPCD_PORT (a pcscd whose reader.conf moved vpcd, such as the
+    pytest plugin's private one), else Debian's."""
+    text = os.environ.get(PORT_VARIABLE)
+    if text is None:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 1 <= int(text) <= 0xFFFF:
+        raise ValueError(f"${PORT_VARIABLE} must be a TCP port, not {text!r}")
+    return int(text)
+
 
 def reader_name(port: int) -> str:
-    return READER_NAME.format(slot=port - DEFAULT_PORT)
+    """The PC/SC name of the vpcd slot listening on `port` (slot N listens on slot 0's + N)."""
+    slot = port - first_port()
+    return READER_NAME.format(slot=slot) if 0 <= slot < SLOTS else f"vpcd port {port}"
 
 
 @dataclass
@@ -77,11 +110,14 @@ class VpcdLink:
         self.port = port
         self.tuning = tuning or SocketTuning()
         self._inserted = threading.Event()
-        self._inserted.set()
+        if card.inserted:
+            self._inserted.set()
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
         # Reentrant: stop() may run in a signal handler on the serving thread while it holds this.
         self._lock = threading.RLock()
+        self.removed_at = 0.0  # time.monotonic() when the card last left this slot
+        card.on_presence(self._presence_changed)
 
     # Control: removal and insertion on demand, stop ---------------------------------------
 
@@ -91,11 +127,19 @@ class VpcdLink:
 
     def remove(self) -> None:
         """Pull the card out: vpcd sees the socket close, pcscd reports the card removed."""
-        self._inserted.clear()
-        self._drop_connection()
+        self.card.remove()
 
     def insert(self) -> None:
-        self._inserted.set()
+        self.card.insert()
+
+    def _presence_changed(self, inserted: bool) -> None:
+        """The card went in or out of its slot (by `remove`/`insert`, a fault, a power cut)."""
+        if inserted:
+            self._inserted.set()
+        else:
+            self.removed_at = time.monotonic()
+            self._inserted.clear()  # the flag first: `_claim` must not publish a new socket
+            self._drop_connection()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -167,6 +211,7 @@ class VpcdLink:
     def _await_insertion(self) -> bool:
         """Block while the card is removed; False once the link is stopping."""
         self._inserted.wait()
+        self._stopping.wait(max(0.0, self.removed_at + MIN_ABSENCE - time.monotonic()))
         return not self._stopping.is_set()
 
     def _connect(self) -> socket.socket | None:
@@ -232,6 +277,8 @@ class VpcdLink:
             return None
         try:
             response = self.card.transmit(message)
+        except (CardRemoved, PowerLost):
+            raise  # no answer: the link drops, as a card pulled out mid-command
         except CardEmulatorError as error:  # e.g. a card file that cannot be written
             log.error("%s", error)
             response = SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")

@@ -28,7 +28,7 @@ class INS(enum.IntEnum):
 
 
 # Commands whose data field is a PIN (also in their odd-INS forms): never print or log it.
-_SECRET_DATA = frozenset(
+SECRET_DATA_INS = frozenset(
     {INS.VERIFY, INS.CHANGE_REFERENCE_DATA, INS.RESET_RETRY_COUNTER, INS.CHANGE_KEY}
     | {
         ins | 1
@@ -139,7 +139,7 @@ def redacted_hex(raw: bytes) -> str:
         command = CommandApdu.parse(raw)
     except MalformedApdu:
         return raw[:4].hex().upper() + (" <malformed, body hidden>" if len(raw) > 4 else "")
-    if command.ins not in _SECRET_DATA or not command.data:
+    if command.ins not in SECRET_DATA_INS or not command.data:
         return raw.hex().upper()
     header_end = (
         len(raw) - len(command.data) - (0 if command.le is None else 2 if command.extended else 1)

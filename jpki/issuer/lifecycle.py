@@ -35,7 +35,7 @@ from card_emulator.applications.jpki import JPKI
 from card_emulator.errors import CardImageError
 from card_emulator.state.image import RSA_KEY_BITS, CardImage
 from card_emulator.state.pin_reference import PinReference
-from card_emulator.state.store import FileStore
+from card_emulator.state.store import FileStore, ImageChange
 from card_emulator.vocabulary.identifiers import CardFaceFile, CardInfoFile, JpkiFile
 from card_emulator.vocabulary.pins import Pin
 from jpki.card_face import CardFaceFormatError, parse_face
@@ -253,7 +253,7 @@ def renew(
             image.metadata.pop(REVOKED, None)
             image.metadata[RENEWED] = _iso(at)
 
-        _apply(store, ca, step)
+        _apply(store, ca, step, ImageChange.CERTIFICATES)
         replaced = {held.key: held.serial for held in on_card.values()}
         result = LifecycleResult(
             Operation.RENEW, at, issued, revoked, notes=tuple(notes), replaced=replaced
@@ -334,7 +334,12 @@ def change(
                 _rekey_birth_date(image, new_holder)
             image.metadata["holder"] = new_holder.to_json()
 
-        _apply(store, ca, step)
+        carries = ImageChange.OTHER  # what the write carries, for an injected power cut
+        if birth_date_changed:
+            carries = ImageChange.PIN  # a new birth-date key
+        if sign_key is not None:
+            carries = ImageChange.CERTIFICATES
+        _apply(store, ca, step, carries)
         notes = () if signature is not None or sign_key else ("no signature certificate",)
         result = LifecycleResult(
             Operation.CHANGE, at, issued, revoked, kept, changed=changed, notes=notes
@@ -362,7 +367,7 @@ def suspend(card: Path, ca: TestCA, *, at: datetime.datetime) -> LifecycleResult
                     revoked[held.key] = (held.serial, RevocationReason.CERTIFICATE_HOLD)
             image.metadata[SUSPENDED] = _iso(at)
 
-        _apply(store, ca, step)
+        _apply(store, ca, step, ImageChange.OTHER)
         notes = () if revoked else ("no certificate left to put on hold",)
         result = LifecycleResult(Operation.SUSPEND, at, revoked=revoked, notes=notes)
         _record(card, result)
@@ -394,7 +399,7 @@ def revoke(
                 revoked[held.key] = (held.serial, chosen)
             image.metadata[REVOKED] = {"time": _iso(at), "reason": chosen.value}
 
-        _apply(store, ca, step)
+        _apply(store, ca, step, ImageChange.OTHER)
         result = LifecycleResult(Operation.REVOKE, at, revoked=revoked)
         _record(card, result, reason=chosen.value)
     return result
@@ -418,20 +423,22 @@ def renewal_window_opens(expiry: datetime.datetime) -> datetime.datetime:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _apply(store: FileStore, ca: TestCA, step: Callable[[TestCA], None]) -> None:
-    """Run `step(ca)` and write the card inside one transaction of the CA's record: if the
-    record cannot commit, the card file is put back as it was."""
+def _apply(
+    store: FileStore, ca: TestCA, step: Callable[[TestCA], None], change: ImageChange
+) -> None:
+    """Run `step(ca)` and write the card (carrying `change`) inside one transaction of the
+    CA's record: if the record cannot commit, the card file is put back as it was."""
     before = store.image.dumps()
     card_written = False
     try:
         with ca.batch():
             step(ca)
-            store.commit()
+            store.commit(change)
             card_written = True
     except BaseException:
         if card_written:
             store.image = CardImage.loads(before)
-            store.commit()
+            store.commit(change)
         raise
 
 

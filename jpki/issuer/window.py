@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from card_emulator.state.image import CardImage
-from card_emulator.state.store import CardStore, read_image
+from card_emulator.state.store import CardStore, ImageChange, read_image
 from card_emulator.vocabulary.administration import (
     CHALLENGE_LENGTH,
     ResetMode,
@@ -132,7 +132,7 @@ def unblock(card: Path, target: str, at: datetime.datetime) -> tuple[Pin, ...]:
         pins = _present(store.image, target)
         for pin in pins:
             unblock_pin(store.image, pin)
-        store.commit()
+        store.commit(ImageChange.OTHER)
         history.record(card, "unblock", WINDOW_CHANNEL, at=at, target=target,
                        details={"references": _references(store.image, pins)})  # fmt: skip
     return pins
@@ -151,7 +151,7 @@ def reset_pin(card: Path, target: str, new_value: str, at: datetime.datetime) ->
         present = _present(store.image, target)
         for pin in present:
             unblock_pin(store.image, pin, new_value)
-        store.commit()
+        store.commit(ImageChange.PIN)
         history.record(card, "reset-pin", WINDOW_CHANNEL, at=at, target=target,
                        details={"references": _references(store.image, present)})  # fmt: skip
     return present
@@ -178,7 +178,7 @@ def unblock_key_reference(
         check_pin(pin, new_value)
     with locked_card(card) as store:
         unblock_pin(store.image, pin, new_value)
-        store.commit()
+        store.commit(ImageChange.OTHER if new_value is None else ImageChange.PIN)
         what = "unblock" if new_value is None else "reset-pin"
         references = _references(store.image, (pin,))
         history.record(card, what, WINDOW_CHANNEL, at=at, target=pin.key,
@@ -191,7 +191,7 @@ def _unblock_administrator(card: Path, at: datetime.datetime) -> None:
         if administrator is None:
             raise WindowRefusal("this card has no administrator key (made by an older jpki)")
         administrator.restore()
-        store.commit()
+        store.commit(ImageChange.OTHER)
         history.record(card, "unblock", WINDOW_CHANNEL, at=at, target=ADMINISTRATOR)
 
 
@@ -267,7 +267,7 @@ def reserve(
         _verify(transmit, proven, value)
         reservation = Reservation(target, at, at + RESERVATION_LIFETIME)
         _keep(store.image, reservation)
-        store.commit()
+        store.commit(ImageChange.OTHER)
         history.record(card, "reserve", STORE_CHANNEL, at=at, target=target, details={
             "proven": proven_pin, "expires": reservation.to_json()["expires"]})  # fmt: skip
     return reservation
@@ -326,7 +326,7 @@ def store_reset(
         if answer.sw != SW.SUCCESS:
             store.image.metadata = metadata
             raise WindowRefusal(f"the card refused the new {reset.label} ({answer.sw:04X})")
-        store.commit()
+        store.commit(ImageChange.PIN)
         history.record(card, "reset-pin", STORE_CHANNEL, at=at, target=target, details={
             "proven": proven_pin, "reservation": reservation.to_json()["created"]})  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""PC/SC fixtures: a private pcscd for the session, and a fixture card served per test."""
+"""PC/SC fixtures: the session's private pcscd (the pytest plugin's), and a fixture card served
+per test."""
 
 from __future__ import annotations
 
@@ -8,24 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from jpki.testing.pcscd import PrivatePcscd
 from tests.conftest import CARDS, NEEDS, unmet
-from tests.pcsc.harness import NamespacesUnavailable, Pcscd, ServedCard, enter_private_namespaces
+from tests.pcsc.harness import ServedCard
 
 
 @pytest.fixture(scope="session")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    for need in ("root", "reader_stack"):  # also for a test that asks for pcscd unmarked
-        reason = NEEDS[need]()
-        if reason:
-            unmet(need, reason)
-    try:
-        enter_private_namespaces()
-    except NamespacesUnavailable as error:
-        unmet("reader_stack", str(error))
-    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
-    daemon.start()
-    yield daemon
-    daemon.stop()
+def pcscd(request: pytest.FixtureRequest) -> PrivatePcscd:
+    """The plugin's `jpki_pcscd`, once this machine is known to have the whole reader stack
+    (unmet, the test fails where $JPKI_TEST_REQUIRE asks for it, rather than skipping)."""
+    reason = NEEDS["reader_stack"]() or PrivatePcscd.missing()
+    if reason:
+        unmet("reader_stack", reason)
+    daemon: PrivatePcscd = request.getfixturevalue("jpki_pcscd")
+    return daemon
 
 
 @pytest.fixture
@@ -36,6 +33,6 @@ def card_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def served(pcscd: Pcscd, card_file: Path) -> Iterator[ServedCard]:
+def served(pcscd: PrivatePcscd, card_file: Path) -> Iterator[ServedCard]:
     with ServedCard(card_file) as card:
         yield card

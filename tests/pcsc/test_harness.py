@@ -9,7 +9,8 @@ import warnings
 
 import pytest
 
-from tests.pcsc.harness import READER, ROOT, Pcscd, ServedCard, end_process, wait_for
+from jpki.testing.pcscd import PrivatePcscd
+from tests.pcsc.harness import READER, ROOT, ServedCard, end_process, wait_for
 
 
 def test_a_process_that_ignores_its_signal_is_killed() -> None:
@@ -40,9 +41,8 @@ sys.stdin.read()
 
 
 @pytest.mark.reader_stack
-@pytest.mark.root
 def test_pcscd_stops_with_a_client_holding_the_served_card(
-    pcscd: Pcscd, served: ServedCard
+    pcscd: PrivatePcscd, served: ServedCard
 ) -> None:
     client = subprocess.Popen(
         [sys.executable, "-c", HOLD_THE_CARD, READER],

@@ -27,7 +27,7 @@ from card_emulator.state.store import read_image
 from tests.conftest import unmet
 from tests.pcsc.harness import READER, SECOND_READER, ServedCard
 
-pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
+pytestmark = pytest.mark.reader_stack
 
 ATR = "3b:e0:00:ff:81:31:fe:45:14"
 AUTH_CERT, SIGN_CERT, AUTH_CA_CERT, SIGN_CA_CERT = 0x000A, 0x0001, 0x000B, 0x0002

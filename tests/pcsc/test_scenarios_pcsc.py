@@ -24,13 +24,14 @@ from cryptography import x509
 from jpki.attributes import BasicAttributes, parse_basic_attributes
 from jpki.certificates import basic_attributes
 from jpki.issuer.ca import TestCA
+from jpki.testing.pcscd import PrivatePcscd
 from tests.cli import test_scenarios as scenarios
 from tests.cli.test_card_commands import jpki
 from tests.cli.test_scenarios import Terminal, Truth, at, ok
-from tests.pcsc.harness import READER, Pcscd, ServedCard
+from tests.pcsc.harness import READER, ServedCard
 from tests.pcsc.test_whole_card import Card, connected, read_free_ef
 
-pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
+pytestmark = pytest.mark.reader_stack
 
 # The scenarios' card: issued once for this module, copied for each test.
 issued = scenarios.issued
@@ -105,17 +106,19 @@ def serial(certificate: x509.Certificate) -> str:
 
 
 def test_forgotten_auth_pin_reset_by_the_administration_apdus(
-    pcscd: Pcscd, home: Path, truth: Truth
+    pcscd: PrivatePcscd, home: Path, truth: Truth
 ) -> None:
     scenarios.reset_by_apdus(home, truth, through_pcscd)
 
 
-def test_lost_card_suspended_then_found_and_renewed(pcscd: Pcscd, home: Path, truth: Truth) -> None:
+def test_lost_card_suspended_then_found_and_renewed(
+    pcscd: PrivatePcscd, home: Path, truth: Truth
+) -> None:
     scenarios.lost_card(home, truth, through_pcscd)
 
 
 def test_moved_house_the_reader_shows_the_new_address_and_signature_certificate(
-    pcscd: Pcscd, home: Path, truth: Truth
+    pcscd: PrivatePcscd, home: Path, truth: Truth
 ) -> None:
     """`jpki card change --reissue-sign` while the card is out of the reader; served again, the
     card-info AP holds the new address and EF 0001 the re-issued signature certificate."""
@@ -153,7 +156,7 @@ def test_moved_house_the_reader_shows_the_new_address_and_signature_certificate(
 
 
 def test_fifth_birthday_the_reader_shows_the_expired_then_the_renewed_certificate(
-    pcscd: Pcscd, home: Path, truth: Truth
+    pcscd: PrivatePcscd, home: Path, truth: Truth
 ) -> None:
     """The day after the fifth birthday EF 000A still holds the expired authentication
     certificate; after `jpki card renew` (the card out of the reader), the renewed one, to the

@@ -19,12 +19,13 @@ from jpki.client.connection import PcscConnection
 from jpki.client.errors import CardRemovedError
 from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
+from jpki.testing.pcscd import PrivatePcscd
 from tests.conftest import CARDS
-from tests.pcsc.harness import READER, SECOND_READER, Pcscd, ServedCard, wait_for
+from tests.pcsc.harness import READER, SECOND_READER, ServedCard, wait_for
 
 ONE_DAY = datetime.timedelta(days=1)
 
-pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
+pytestmark = pytest.mark.reader_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +130,7 @@ def test_the_cli_through_a_reader(served: ServedCard, tmp_path: Path) -> None:
     assert wrong.stderr.startswith("jpki: error: no reader matches 'nothing-like-this'")
 
 
-def test_two_cards_in_two_slots(pcscd: Pcscd, card_file: Path, tmp_path: Path) -> None:
+def test_two_cards_in_two_slots(pcscd: PrivatePcscd, card_file: Path, tmp_path: Path) -> None:
     child = tmp_path / "child.json"
     child.write_bytes((CARDS / "child.json").read_bytes())
     with ServedCard(card_file, child) as cards:
@@ -143,7 +144,7 @@ def test_two_cards_in_two_slots(pcscd: Pcscd, card_file: Path, tmp_path: Path) -
     assert f"'{READER}'" in output and f"'{SECOND_READER}'" in output
 
 
-def test_serving_survives_a_pcscd_restart(pcscd: Pcscd, served: ServedCard) -> None:
+def test_serving_survives_a_pcscd_restart(pcscd: PrivatePcscd, served: ServedCard) -> None:
     pcscd.restart()
     wait_for(READER, present=True)
     with PcscConnection(READER) as connection:

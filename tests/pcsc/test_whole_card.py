@@ -28,10 +28,11 @@ from jpki.cvc import CardVerifiableCertificate
 from jpki.issuer.ca import TestCA
 from jpki.issuer.holder import Holder
 from jpki.relying_party.card_face import FaceCheck, check_card_face
+from jpki.testing.pcscd import PrivatePcscd
 from tests.conftest import CA_DIR, CARDS
-from tests.pcsc.harness import READER, Pcscd, ServedCard
+from tests.pcsc.harness import READER, ServedCard
 
-pytestmark = [pytest.mark.reader_stack, pytest.mark.root]
+pytestmark = pytest.mark.reader_stack
 
 # taro: the default card; long-header: EF 0002 written `FF 20 82 00 LL`; unknown-era: a foreign
 # resident with no era, sex "9" and a Latin name.
@@ -265,7 +266,7 @@ def holder(metadata: dict[str, Any]) -> Holder:
 
 
 @pytest.fixture
-def card(pcscd: Pcscd, card_path: Path) -> Iterator[Card]:
+def card(pcscd: PrivatePcscd, card_path: Path) -> Iterator[Card]:
     """The card freshly served and connected: in the power-on state, nothing selected."""
     with ServedCard(card_path), connected(READER) as connection:
         yield connection
