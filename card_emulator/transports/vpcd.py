@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963  # slot 0 of Debian's vpcd reader; slot N listens on 35963 + N
 PORT_VARIABLE = "JPKI_VPCD_PORT"  # slot 0's port where a pcscd's reader.conf moved it
-SLOTS = 2  # a vpcd reader's slots: slot N listens on slot 0's port + N
+SLOTS = 2  # slots of the vpcd reader Debian configures: slot N listens on slot 0's port + N
 READER_NAME = "Virtual PCD 00 {slot:02X}"  # how Debian's /etc/reader.conf.d/vpcd names slots
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 MAX_FRAME = 0xFFFF
@@ -79,7 +79,7 @@ def first_port() -> int:
 def reader_name(port: int) -> str:
     """The PC/SC name of the vpcd slot listening on `port` (slot N listens on slot 0's + N)."""
     slot = port - first_port()
-    return READER_NAME.format(slot=slot) if 0 <= slot < SLOTS else f"vpcd port {port}"
+    return READER_NAME.format(slot=slot) if 0 <= slot <= 0xFF else f"vpcd port {port}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -235,8 +236,10 @@ def test_the_api_answers_errors_in_one_json_line(served: JpkiServe) -> None:
 def test_jpki_control_drives_the_slot_and_its_faults(served: JpkiServe, home: Path) -> None:
     card = home / "card.json"
     listed = served.control("list").stdout
-    # A port outside any known vpcd reader: the slot is named by its port.
-    assert listed.startswith("slot 0  vpcd port ") and listed.endswith(f"{card}\n")
+    announced = re.search(r"in reader '([^']+)'", served.text)  # the name serve printed
+    assert announced is not None, served.text
+    reader = announced.group(1)
+    assert listed.startswith(f"slot 0  {reader}  ") and listed.endswith(f"{card}\n")
 
     added = served.control("fault", "add", "sw=6A82,ins=B0,nth=2")
     assert added.stdout == "slot 0: fault 1: sw=6A82,ins=B0,nth=2 (fired 0×)\n"
@@ -264,7 +267,7 @@ def test_jpki_control_drives_the_slot_and_its_faults(served: JpkiServe, home: Pa
     unknown = jpki(home, "control", "fault", "clear", "5")
     assert (unknown.returncode, one_line_error(unknown)) == (5, "slot 0 has no fault 5")
 
-    assert served.control("remove").stdout.startswith("slot 0: card removed (vpcd port ")
+    assert served.control("remove").stdout == f"slot 0: card removed ({reader})\n"
     assert json.loads(served.control("list", "--json").stdout)[0]["inserted"] is False
     cycled = jpki(home, "control", "power-cycle")
     assert (cycled.returncode, one_line_error(cycled)) == (9, "no card in slot 0: insert it first")
