@@ -9,19 +9,21 @@ store asks `Faults.power_cut` at each persistence point.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 import re
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from card_emulator.applications.registry import APPLICATIONS
 from card_emulator.errors import FaultSpecError
-from card_emulator.state.store import PersistencePoint
+from card_emulator.state.store import PersistencePoint, arm_power_cut
 
 __all__ = [
     "FAULT_HELP",
@@ -32,6 +34,7 @@ __all__ = [
     "FaultSpecError",
     "Faults",
     "Plan",
+    "power_cuts",
 ]
 
 MAX_DELAY_US = 60_000_000  # latency plus jitter: at most 60 s
@@ -495,3 +498,25 @@ class Faults:
             if entry.fault.kind is FaultKind.POWER_LOSS and entry.fault.matches_anything
         ]
         return self._in_flight + anywhere
+
+
+@contextlib.contextmanager
+def power_cuts(
+    card: Path, *specs: str, report: Callable[[str], None] | None = None
+) -> Iterator[Faults]:
+    """Power-loss faults for the card file `card`, armed for the block, that strike every store
+    of it this process opens — the window's, a renewal's — while no card object holds it:
+
+        with power_cuts(path, "power-loss=during-certificate-write"):
+            lifecycle.renew(path, ca, at=now)      # raises PowerLost; the card file is intact
+    """
+    faults = Faults(file_backed=True, report=report)
+    for spec in specs:
+        if Fault.parse(spec).kind is not FaultKind.POWER_LOSS:
+            raise FaultSpecError(f"{spec}: only power-loss faults strike outside a served card")
+        faults.add(spec)
+    replaced = arm_power_cut(card, faults.power_cut)
+    try:
+        yield faults
+    finally:
+        arm_power_cut(card, replaced)

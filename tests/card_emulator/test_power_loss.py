@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from card_emulator.errors import CardFileError, CardImageError, PowerLost
-from card_emulator.faults import Faults
+from card_emulator.faults import power_cuts
 from card_emulator.state import counters
 from card_emulator.state.image import CardImage
 from card_emulator.state.pin_reference import PinReference
@@ -126,13 +126,8 @@ def cut_in_the_issuer(bench: Bench, point: PersistencePoint) -> Iterator[None]:
     """Power-loss armed for the card file itself: the window's or a renewal's own store of it
     meets the cut (no card is open: they lock the file themselves). It must fire."""
     lines: list[str] = []
-    faults = Faults(file_backed=True, report=lines.append)
-    faults.add(f"power-loss={point.value}")
-    arm_power_cut(bench.path, faults.power_cut)
-    try:
+    with power_cuts(bench.path, f"power-loss={point.value}", report=lines.append):
         yield
-    finally:
-        arm_power_cut(bench.path, None)
     assert lines == [f"fault 1 (power-loss={point.value}): power lost at {point.value}"]
 
 

@@ -26,8 +26,8 @@ import pytest
 
 from tests.cli.test_card_commands import jpki
 from tests.conftest import AUTH_PIN, CARDS, SIGN_PIN
-from tests.pcsc.harness import ROOT
-from tests.pcsc.test_control import JpkiServe, assert_no_pin, request, trace_events
+from tests.pcsc.harness import ROOT, ServedCard, request
+from tests.pcsc.test_control import assert_no_pin, trace_events
 
 FAULT_KEYS = ("sw=", "remove", "latency=", "jitter=", "power-loss=", "ap=", "ins=", "file=",
               "nth=", "after=", "during=")  # fmt: skip
@@ -49,20 +49,21 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-def serve(home: Path, *args: str) -> JpkiServe:
-    return JpkiServe(
-        home, home / "card.json", args=args or ("--control",), ports=[free_port()], present=False
-    )
+def serve(home: Path, *args: str) -> ServedCard:
+    return ServedCard(
+        home / "card.json", home=home, args=args or ("--control",), ports=[free_port()],
+        present=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
-def served(home: Path) -> Iterator[JpkiServe]:
+def served(home: Path) -> Iterator[ServedCard]:
     with serve(home) as server:
         yield server
 
 
 @pytest.fixture
-def panel(home: Path) -> Iterator[JpkiServe]:
+def panel(home: Path) -> Iterator[ServedCard]:
     with serve(home, "--panel") as server:
         yield server
 
@@ -106,8 +107,8 @@ def test_a_fault_given_to_serve_is_in_every_card(home: Path) -> None:
     shutil.copyfile(CARDS / "hanako-long-address.json", other)
     args = ["--control", "--fault", "latency=50ms,ins=B0"]
     ports = [free_port(), free_port()]
-    with JpkiServe(
-        home, home / "card.json", other, args=args, ports=ports, present=False
+    with ServedCard(
+        home / "card.json", other, home=home, args=args, ports=ports, present=False
     ) as served:
         assert "Fault in every card: latency=50ms,ins=B0" in served.output
         slots = json.loads(served.control("list", "--json").stdout)
@@ -146,7 +147,7 @@ def test_the_server_announces_itself_privately_and_cleans_up_on_sigterm(home: Pa
 
 
 def test_a_second_control_server_for_the_same_home_is_refused(
-    served: JpkiServe, home: Path
+    served: ServedCard, home: Path
 ) -> None:
     other = home / "other.json"
     shutil.copyfile(CARDS / "hanako-long-address.json", other)
@@ -176,7 +177,7 @@ def test_jpki_control_without_a_server_says_how_to_start_one(home: Path) -> None
 # The API: token, Host, errors ------------------------------------------------------------------
 
 
-def test_every_api_request_needs_the_token(served: JpkiServe) -> None:
+def test_every_api_request_needs_the_token(served: ServedCard) -> None:
     status, answer, response = request(served.port, "GET", "/api/slots")
     assert status == 401
     assert answer == {
@@ -201,7 +202,7 @@ def test_every_api_request_needs_the_token(served: JpkiServe) -> None:
     assert served.api("GET", "/")[0] == 404
 
 
-def test_a_foreign_host_header_is_refused_against_dns_rebinding(served: JpkiServe) -> None:
+def test_a_foreign_host_header_is_refused_against_dns_rebinding(served: ServedCard) -> None:
     for host in (f"evil.example:{served.port}", "127.0.0.1", f"127.0.0.1:{served.port + 1}"):
         status, answer, _ = served.api("GET", "/api/slots", headers={"Host": host})
         assert (status, answer) == (400, {"error": "the Host header must name this server"})
@@ -209,7 +210,7 @@ def test_a_foreign_host_header_is_refused_against_dns_rebinding(served: JpkiServ
         assert served.api("GET", "/api/slots", headers={"Host": host})[0] == 200
 
 
-def test_the_api_answers_errors_in_one_json_line(served: JpkiServe) -> None:
+def test_the_api_answers_errors_in_one_json_line(served: ServedCard) -> None:
     cases: list[tuple[str, str, Any, int, str]] = [
         ("POST", "/api/slots/0/faults", {"spec": "sw=6A82,foo=1"}, 400, "unknown key 'foo'"),
         ("POST", "/api/slots/0/faults", {"nothing": 1}, 400, 'send {"spec": "<fault spec>"}'),
@@ -233,7 +234,7 @@ def test_the_api_answers_errors_in_one_json_line(served: JpkiServe) -> None:
 # `jpki control`: slots, faults, counters, trace ------------------------------------------------
 
 
-def test_jpki_control_drives_the_slot_and_its_faults(served: JpkiServe, home: Path) -> None:
+def test_jpki_control_drives_the_slot_and_its_faults(served: ServedCard, home: Path) -> None:
     card = home / "card.json"
     listed = served.control("list").stdout
     announced = re.search(r"in reader '([^']+)'", served.text)  # the name serve printed
@@ -286,7 +287,7 @@ def test_jpki_control_drives_the_slot_and_its_faults(served: JpkiServe, home: Pa
     ]
 
 
-def test_counters_show_every_key_reference_and_its_lock(served: JpkiServe) -> None:
+def test_counters_show_every_key_reference_and_its_lock(served: ServedCard) -> None:
     rows = json.loads(served.control("counters", "--json").stdout)
     by_pin = {row["pin"]: row for row in rows}
     assert {"auth", "sign", "card-info", "juki", "common"} <= set(by_pin)
@@ -301,7 +302,7 @@ def test_counters_show_every_key_reference_and_its_lock(served: JpkiServe) -> No
     assert "authentication PIN" in text and "3 of 3 tries left" in text
 
 
-def test_another_card_needs_the_slot_emptied_first(served: JpkiServe, home: Path) -> None:
+def test_another_card_needs_the_slot_emptied_first(served: ServedCard, home: Path) -> None:
     other = home / "other.json"
     shutil.copyfile(CARDS / "hanako-long-address.json", other)
     busy = jpki(home, "control", "insert", "--card", str(other))
@@ -316,7 +317,7 @@ def test_another_card_needs_the_slot_emptied_first(served: JpkiServe, home: Path
     assert missing.returncode == 9  # the slot holds a card again: refused before opening
 
 
-def test_the_trace_waits_for_the_next_event(served: JpkiServe, home: Path) -> None:
+def test_the_trace_waits_for_the_next_event(served: ServedCard, home: Path) -> None:
     answers: list[tuple[float, Any]] = []
 
     def poll() -> None:
@@ -340,7 +341,7 @@ def test_the_trace_waits_for_the_next_event(served: JpkiServe, home: Path) -> No
 
 
 def test_trace_follow_prints_events_as_they_come_and_ends_on_ctrl_c(
-    served: JpkiServe, home: Path
+    served: ServedCard, home: Path
 ) -> None:
     follower = subprocess.Popen(
         [sys.executable, "-m", "cli", "control", "trace", "--follow"],
@@ -363,7 +364,7 @@ def test_trace_follow_prints_events_as_they_come_and_ends_on_ctrl_c(
 # The panel: sign-in and CSRF -------------------------------------------------------------------
 
 
-def test_the_panel_signs_in_with_the_token_and_refuses_forged_changes(panel: JpkiServe) -> None:
+def test_the_panel_signs_in_with_the_token_and_refuses_forged_changes(panel: ServedCard) -> None:
     port, origin = panel.port, f"http://127.0.0.1:{panel.port}"
     assert panel.panel_url == f"{origin}/"
     status, page, _ = request(port, "GET", "/")
@@ -402,6 +403,6 @@ def test_the_panel_signs_in_with_the_token_and_refuses_forged_changes(panel: Jpk
     assert (status, slot["inserted"]) == (200, False)
 
 
-def test_panel_prints_its_url_on_its_own_line(panel: JpkiServe) -> None:
+def test_panel_prints_its_url_on_its_own_line(panel: ServedCard) -> None:
     assert f"Panel: http://127.0.0.1:{panel.port}/" in panel.output
     assert f"Control: http://127.0.0.1:{panel.port}/api" in panel.output

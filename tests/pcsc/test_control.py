@@ -2,48 +2,30 @@
 the served card, swaps in another card file and reads the counters, and pyscard sees each of it
 as a client of a real reader does; the card comes back by itself when pcscd restarts.
 
-`JpkiServe` (the server in a subprocess, with its control API) and `trace_events` (the trace,
+`ServedCard` (the server in a subprocess, with its control API) and `trace_events` (the trace,
 checked for PINs on every read) serve the other control tests too.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import queue
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 
 from card_emulator.state.store import read_image
 from card_emulator.vocabulary.identifiers import AID, JpkiFile
-from jpki.testing.pcscd import PrivatePcscd
+from jpki.testing.pcscd import PrivatePcscd, wait_for
 from tests.cli.test_card_commands import jpki
 from tests.conftest import AUTH_PIN, CARDS, SIGN_PIN
-from tests.pcsc.harness import (
-    READER,
-    ROOT,
-    SECOND_READER,
-    STOP_GRACE,
-    end_process,
-    wait_for,
-)
+from tests.pcsc.harness import READER, ServedCard
 from tests.pcsc.test_whole_card import connected
 
 pytestmark = pytest.mark.reader_stack
 
-START_TIMEOUT = 30  # seconds `jpki serve` gets to print its control URL
-READERS = (READER, SECOND_READER)
 SELECT_JPKI = bytes.fromhex("00A4040C0A") + AID.JPKI.value
 WRONG_AUTH_PIN = b"9731"
 
@@ -58,168 +40,6 @@ def verify(secret: bytes) -> bytes:
 
 READ_BINARY = bytes.fromhex("00B0000000")  # short Le 00: the first 256 bytes
 RETRY_QUERY = bytes.fromhex("00200080")
-
-
-class JpkiServe:
-    """`jpki serve` for card files in a subprocess, with its control server (and whatever else
-    `args` asks for), for the length of one test; `$JPKI_HOME` is `home`.
-
-    Waits for the printed `Control:` line (and `Panel:` with --panel), then, with `present`,
-    until pcscd shows every card in its reader. Stopped like Ctrl-C; killed, with its output in
-    the failure, if it does not start or stop.
-    """
-
-    def __init__(
-        self,
-        home: Path,
-        *cards: Path,
-        args: Sequence[str] = ("--control",),
-        ports: Sequence[int] = (),
-        present: bool = True,
-    ) -> None:
-        command = [sys.executable, "-m", "cli", "serve"]
-        command += [arg for card in cards for arg in ("--card", str(card))]
-        command += [arg for port in ports for arg in ("--port", str(port))]
-        command += list(args)
-        self.home = home
-        self.readers = READERS[: len(cards)] if present else ()
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, "JPKI_HOME": str(home)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.returncode: int | None = None
-        try:
-            self.control_url = self.expect("Control: ").removeprefix("Control: ")
-            self.panel_url = (
-                self.expect("Panel: ").removeprefix("Panel: ") if ("--panel" in args) else ""
-            )
-            for reader in self.readers:
-                wait_for(reader, present=True)
-        except BaseException:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = START_TIMEOUT) -> str:
-        """The next printed line that starts with `prefix` (the lines before it are kept)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise AssertionError(
-                    f"jpki serve printed no {prefix!r} line in {timeout} s:\n" + self.text
-                ) from None
-            if line is None:
-                self._lines.put(None)
-                self.process.wait()
-                raise AssertionError(
-                    f"jpki serve ended ({self.process.returncode}) before printing {prefix!r}:\n"
-                    + self.text
-                )
-            self.output.append(line)
-            if line.startswith(prefix):
-                return line
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.output)
-
-    @property
-    def port(self) -> int:
-        return int(self.control_url.split(":")[2].split("/")[0])
-
-    @property
-    def token(self) -> str:
-        return (self.home / "control.token").read_text().strip()
-
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        token: str | None = None,
-    ) -> tuple[int, Any, http.client.HTTPResponse]:
-        """One request to the control server: status, the JSON it answered, the response."""
-        sent = {"Authorization": f"Bearer {token or self.token}", **(headers or {})}
-        return request(self.port, method, path, body, sent)
-
-    def control(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`jpki control ARGS` for this server's home, which must succeed."""
-        result = jpki(self.home, "control", *args)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def stop(self, how: signal.Signals = signal.SIGINT) -> int:
-        """Stop serving (Ctrl-C by default); returns the exit code, keeps what it printed."""
-        if self.returncode is not None:
-            return self.returncode
-        stopped = end_process(self.process, how)
-        self._reader.join(STOP_GRACE)
-        while not self._lines.empty():
-            line = self._lines.get_nowait()
-            if line is not None:
-                self.output.append(line)
-        assert self.process.returncode is not None
-        self.returncode = self.process.returncode
-        assert stopped, f"jpki serve ignored {how.name} and was killed:\n{self.text}"
-        for reader in self.readers:  # so the next card in this slot is seen as a new one
-            wait_for(reader, present=False)
-        return self.returncode
-
-    def __enter__(self) -> JpkiServe:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    raw: bytes | None = None,
-) -> tuple[int, Any, http.client.HTTPResponse]:
-    """A request to 127.0.0.1:`port` with exactly these headers (Host too, if given)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        sent = dict(headers or {})
-        skip_host = "Host" in sent
-        connection.putrequest(method, path, skip_host=skip_host)
-        for name, value in sent.items():
-            connection.putheader(name, value)
-        connection.putheader("Content-Length", str(len(data or b"")))
-        connection.endheaders(data)
-        response = connection.getresponse()
-        payload = response.read()
-    finally:
-        connection.close()
-    content_type = response.getheader("Content-Type", "")
-    answer = json.loads(payload) if content_type.startswith("application/json") else payload
-    return response.status, answer, response
 
 
 def assert_no_pin(events: Iterable[dict[str, Any]], pins: Iterable[bytes]) -> None:
@@ -246,7 +66,7 @@ def trace_events(home: Path, pins: Iterable[bytes] = (AUTH_PIN, SIGN_PIN)) -> li
     return events
 
 
-def slot_state(served: JpkiServe, slot: int = 0) -> dict[str, Any]:
+def slot_state(served: ServedCard, slot: int = 0) -> dict[str, Any]:
     listed = json.loads(served.control("list", "--json").stdout)
     state: dict[str, Any] = listed[slot]
     return state
@@ -262,15 +82,15 @@ def jpki_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def controlled(pcscd: PrivatePcscd, jpki_home: Path) -> Iterator[JpkiServe]:
-    with JpkiServe(jpki_home, jpki_home / "card.json") as served:
+def controlled(pcscd: PrivatePcscd, jpki_home: Path) -> Iterator[ServedCard]:
+    with ServedCard(jpki_home / "card.json", home=jpki_home, args=["--control"]) as served:
         yield served
 
 
 # Insert, remove, power-cycle -----------------------------------------------------------------
 
 
-def test_remove_and_insert_are_seen_by_pcscd_and_pyscard(controlled: JpkiServe) -> None:
+def test_remove_and_insert_are_seen_by_pcscd_and_pyscard(controlled: ServedCard) -> None:
     from smartcard.Exceptions import CardConnectionException
 
     with connected(READER) as card:
@@ -291,7 +111,7 @@ def test_remove_and_insert_are_seen_by_pcscd_and_pyscard(controlled: JpkiServe) 
     assert kinds.index("removed") < kinds.index("inserted")
 
 
-def test_a_power_cycle_forgets_the_verified_password(controlled: JpkiServe) -> None:
+def test_a_power_cycle_forgets_the_verified_password(controlled: ServedCard) -> None:
     with connected(READER) as card:
         card.send(SELECT_JPKI)
         assert card.send(select_ef(JpkiFile.SIGNATURE_PIN)) == (b"", 0x9000)
@@ -309,7 +129,7 @@ def test_a_power_cycle_forgets_the_verified_password(controlled: JpkiServe) -> N
     assert "power" in [event["kind"] for event in trace_events(controlled.home)]
 
 
-def test_counters_follow_a_wrong_pin_from_pyscard(controlled: JpkiServe) -> None:
+def test_counters_follow_a_wrong_pin_from_pyscard(controlled: ServedCard) -> None:
     with connected(READER) as card:
         card.send(SELECT_JPKI)
         card.send(select_ef(JpkiFile.AUTHENTICATION_PIN))
@@ -326,7 +146,7 @@ def test_counters_follow_a_wrong_pin_from_pyscard(controlled: JpkiServe) -> None
 
 
 def test_another_card_file_goes_into_the_emptied_slot(
-    controlled: JpkiServe, jpki_home: Path
+    controlled: ServedCard, jpki_home: Path
 ) -> None:
     other = jpki_home / "hanako.json"
     shutil.copyfile(CARDS / "hanako-long-address.json", other)
@@ -361,7 +181,7 @@ def test_the_card_comes_back_when_pcscd_restarts_with_its_faults(
 ) -> None:
     fault = "sw=6A82,ins=B0"
     args = ["--control", "--fault", fault] if surface == "serve --fault" else ["--control"]
-    with JpkiServe(jpki_home, jpki_home / "card.json", args=args) as served:
+    with ServedCard(jpki_home / "card.json", home=jpki_home, args=args) as served:
         if surface != "serve --fault":
             served.control("fault", "add", fault)
         pcscd.restart()  # the reader disappears, and a new pcscd finds vpcd's slots again

@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 
-from jpki.testing.pcscd import PrivatePcscd
-from tests.pcsc.harness import READER, ROOT, ServedCard, end_process, wait_for
+from jpki.testing.pcscd import PrivatePcscd, end_process, wait_for
+from tests.pcsc.harness import READER, ROOT, ServedCard
 
 
 def test_a_process_that_ignores_its_signal_is_killed() -> None:

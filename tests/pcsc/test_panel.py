@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 
 from card_emulator.vocabulary.identifiers import JpkiFile
-from jpki.testing.pcscd import PrivatePcscd
+from jpki.testing.pcscd import PrivatePcscd, wait_for
 from tests.conftest import AUTH_PIN, CARDS
-from tests.pcsc.harness import READER, wait_for
+from tests.pcsc.harness import READER, ServedCard
 from tests.pcsc.test_control import (
     READ_BINARY,
     SELECT_JPKI,
     WRONG_AUTH_PIN,
-    JpkiServe,
     select_ef,
     trace_events,
     verify,
@@ -36,11 +35,11 @@ PAGE_TIMEOUT = 15  # seconds the page gets to show a change
 
 
 @pytest.fixture
-def panel(pcscd: PrivatePcscd, tmp_path: Path) -> Iterator[JpkiServe]:
+def panel(pcscd: PrivatePcscd, tmp_path: Path) -> Iterator[ServedCard]:
     home = tmp_path / "jpki-home"
     home.mkdir()
     shutil.copyfile(CARDS / "taro.json", home / "card.json")
-    with JpkiServe(home, home / "card.json", args=["--panel"]) as served:
+    with ServedCard(home / "card.json", home=home, args=["--panel"]) as served:
         yield served
 
 
@@ -102,7 +101,7 @@ def text_of(driver: Any, element_id: str) -> str | None:
     return text
 
 
-def sign_in(driver: Any, served: JpkiServe) -> None:
+def sign_in(driver: Any, served: ServedCard) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(served.panel_url)
@@ -128,7 +127,7 @@ def log_rows(driver: Any) -> list[dict[str, str]]:
     return [dict(zip(names, row["cells"], strict=True)) for row in rows]
 
 
-def test_the_panel_drives_the_card_and_never_shows_a_pin(panel: JpkiServe, browser: Any) -> None:
+def test_the_panel_drives_the_card_and_never_shows_a_pin(panel: ServedCard, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     assert panel.panel_url == f"http://127.0.0.1:{panel.port}/"

@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 
 from card_emulator.vocabulary.identifiers import JpkiFile
-from jpki.testing.pcscd import PrivatePcscd
+from jpki.testing.pcscd import PrivatePcscd, wait_for
 from tests.conftest import AUTH_PIN, CARDS
-from tests.pcsc.harness import READER, SECOND_READER, wait_for
+from tests.pcsc.harness import READER, SECOND_READER, ServedCard
 from tests.pcsc.test_control import (
     READ_BINARY,
     RETRY_QUERY,
     SELECT_JPKI,
     WRONG_AUTH_PIN,
-    JpkiServe,
     select_ef,
     trace_events,
     verify,
@@ -35,7 +34,7 @@ from tests.pcsc.test_whole_card import connected
 pytestmark = pytest.mark.reader_stack
 
 SURFACES = ("serve --fault", "jpki control fault add")
-Arm = Callable[..., JpkiServe]
+Arm = Callable[..., ServedCard]
 
 
 @pytest.fixture
@@ -50,17 +49,19 @@ def jpki_home(tmp_path: Path) -> Path:
 def arm(request: pytest.FixtureRequest, pcscd: PrivatePcscd, jpki_home: Path) -> Iterator[Arm]:
     """`arm(*specs)`: the card served with these faults, armed through one surface. Arming
     again adds them to the running server through the API, or restarts `jpki serve` with them."""
-    running: list[JpkiServe] = []
+    running: list[ServedCard] = []
 
-    def start(*specs: str) -> JpkiServe:
+    def start(*specs: str) -> ServedCard:
         if request.param == "serve --fault":
             if running:
                 running.pop().stop()
             args = ["--control", *(arg for spec in specs for arg in ("--fault", spec))]
-            running.append(JpkiServe(jpki_home, jpki_home / "card.json", args=args))
+            running.append(ServedCard(jpki_home / "card.json", home=jpki_home, args=args))
         else:
             if not running:
-                running.append(JpkiServe(jpki_home, jpki_home / "card.json"))
+                running.append(
+                    ServedCard(jpki_home / "card.json", home=jpki_home, args=["--control"])
+                )
             for spec in specs:
                 added = running[0].control("fault", "add", spec, "--json")
                 assert json.loads(added.stdout)["spec"] == spec
@@ -226,7 +227,7 @@ def test_power_lost_after_the_counter_write_keeps_the_decrement(
     assert "power" in [event["kind"] for event in trace_events(jpki_home)]
 
 
-def tries_left(served: JpkiServe, pin: str) -> int:
+def tries_left(served: ServedCard, pin: str) -> int:
     counters = json.loads(served.control("counters", "--json").stdout)
     tries: int = next(row["tries_left"] for row in counters if row["pin"] == pin)
     return tries

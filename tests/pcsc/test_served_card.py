@@ -19,9 +19,9 @@ from jpki.client.connection import PcscConnection
 from jpki.client.errors import CardRemovedError
 from jpki.client.protocol import ApduProtocol
 from jpki.client.session import JpkiSession
-from jpki.testing.pcscd import PrivatePcscd
+from jpki.testing.pcscd import PrivatePcscd, wait_for
 from tests.conftest import CARDS
-from tests.pcsc.harness import READER, SECOND_READER, ServedCard, wait_for
+from tests.pcsc.harness import READER, SECOND_READER, ServedCard
 
 ONE_DAY = datetime.timedelta(days=1)
 
@@ -140,7 +140,8 @@ def test_two_cards_in_two_slots(pcscd: PrivatePcscd, card_file: Path, tmp_path: 
                 session.read_certificate(Certificate.SIGN)
         with PcscConnection(READER) as connection:
             assert JpkiSession(ApduProtocol(connection)).pin_status(Pin.SIGN).tries_left == 5
-        output = cards.stop()
+        cards.stop()
+        output = cards.text
     assert f"'{READER}'" in output and f"'{SECOND_READER}'" in output
 
 
