@@ -33,6 +33,15 @@ def card_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def jpki_home(tmp_path: Path) -> Path:
+    """$JPKI_HOME of a served card: the fixture card taro as its default card."""
+    home = tmp_path / "jpki-home"
+    home.mkdir()
+    shutil.copyfile(CARDS / "taro.json", home / "card.json")
+    return home
+
+
+@pytest.fixture
 def served(pcscd: PrivatePcscd, card_file: Path) -> Iterator[ServedCard]:
     with ServedCard(card_file) as card:
         yield card

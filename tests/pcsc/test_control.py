@@ -73,15 +73,6 @@ def slot_state(served: ServedCard, slot: int = 0) -> dict[str, Any]:
 
 
 @pytest.fixture
-def jpki_home(tmp_path: Path) -> Path:
-    """$JPKI_HOME of the served card: the fixture card taro as its default card."""
-    home = tmp_path / "jpki-home"
-    home.mkdir()
-    shutil.copyfile(CARDS / "taro.json", home / "card.json")
-    return home
-
-
-@pytest.fixture
 def controlled(pcscd: PrivatePcscd, jpki_home: Path) -> Iterator[ServedCard]:
     with ServedCard(jpki_home / "card.json", home=jpki_home, args=["--control"]) as served:
         yield served

@@ -8,7 +8,6 @@ Each fault is in `jpki control trace`, and no trace read shows a PIN.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from card_emulator.vocabulary.identifiers import JpkiFile
 from jpki.testing.pcscd import PrivatePcscd, wait_for
-from tests.conftest import AUTH_PIN, CARDS
+from tests.conftest import AUTH_PIN
 from tests.pcsc.harness import READER, SECOND_READER, ServedCard
 from tests.pcsc.test_control import (
     READ_BINARY,
@@ -35,14 +34,6 @@ pytestmark = pytest.mark.reader_stack
 
 SURFACES = ("serve --fault", "jpki control fault add")
 Arm = Callable[..., ServedCard]
-
-
-@pytest.fixture
-def jpki_home(tmp_path: Path) -> Path:
-    home = tmp_path / "jpki-home"
-    home.mkdir()
-    shutil.copyfile(CARDS / "taro.json", home / "card.json")
-    return home
 
 
 @pytest.fixture(params=SURFACES)
