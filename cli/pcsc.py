@@ -53,6 +53,10 @@ def _parse_faults(
     return tuple(faults)
 
 
+REPORTED = ("fault", "removed", "inserted")  # the trace's events `jpki serve` prints
+REPORT_WAIT = 60  # seconds; the reporting thread just waits again
+
+
 @click.command(epilog=SERVE_EPILOG)
 @click.option(
     "--card",
@@ -125,8 +129,10 @@ def serve(
     if files is not None:
         files.claim()  # before any card is locked: a second server is refused at once
     try:
-        slots = Slots(host, tuning, Trace(), faults)
+        trace = Trace()
+        slots = Slots(host, tuning, trace, faults)
         slots.open(paths, chosen)  # locks every file before serving any
+        threading.Thread(target=_report, args=(trace,), name="report", daemon=True).start()
         try:
             server = _control_server(slots, files, panel, control_port or 0)
             _announce(slots, faults, server, panel)
@@ -166,6 +172,17 @@ def _announce(
         if panel:
             click.echo(f"Panel: {server.panel_url}")
     click.echo("SIGUSR1 removes the cards, SIGUSR2 inserts them, Ctrl-C stops.")
+
+
+def _report(trace: Trace) -> None:
+    """Say on stderr, one line each, when a fault fires and when a card leaves or comes back
+    (the whole trace, APDUs too, is the control API's)."""
+    seq = trace.last_seq
+    while True:
+        for event in trace.since(seq, wait=REPORT_WAIT):
+            seq = event.seq
+            if event.kind in REPORTED:
+                click.echo(f"slot {event.slot}: {event.text}", err=True)
 
 
 def _catch_signals() -> queue.SimpleQueue[str]:

@@ -94,7 +94,7 @@ def fired(home: Path) -> list[str]:
 def test_a_forced_status_word(
     arm: Arm, jpki_home: Path, module: Path, tools_home: Path, data: Path, tmp_path: Path
 ) -> None:
-    arm("sw=6A82,ins=B0,nth=2", "sw=6581,ins=2A")
+    served = arm("sw=6A82,ins=B0,nth=2", "sw=6581,ins=2A")
     with connected(READER) as card:
         card.send(SELECT_JPKI)
         card.send(select_ef(JpkiFile.AUTHENTICATION_CERTIFICATE))
@@ -110,6 +110,8 @@ def test_a_forced_status_word(
     lines = fired(jpki_home)
     assert lines[0] == "fault 1 (sw=6A82,ins=B0,nth=2): answered 6A82 without running the command"
     assert "fault 2 (sw=6581,ins=2A): answered 6581 without running the command" in lines
+    served.stop()
+    assert f"slot 0: {lines[0]}" in served.output  # jpki serve says so itself, on stderr
 
 
 def test_latency_fixed_and_with_jitter(
