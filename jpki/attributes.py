@@ -63,11 +63,17 @@ class BasicAttributes:
         }
 
 
-def _tlv(data: bytes, offset: int, what: str) -> tuple[bytes, int, int]:
+def _record(data: bytes, tag: bytes, what: str) -> tuple[int, int]:
+    """(start, end) of the value of the record's outer TLV, which must have `tag`."""
     try:
-        return read_tlv(data, offset)
+        found, start, end = read_tlv(data, 0)
     except ValueError as error:
         raise MalformedRecordError(f"{what}: {error}") from None
+    if found != tag:
+        raise MalformedRecordError(
+            f"{what}: expected tag {tag.hex().upper()}, found {found.hex().upper()}"
+        )
+    return start, end
 
 
 def _text(value: bytes, what: str) -> str:
@@ -79,12 +85,7 @@ def _text(value: bytes, what: str) -> str:
 
 def parse_my_number(data: bytes) -> str:
     """The 12 digits of EF 0001 (filler after the TLV, as a whole-EF read returns, is ignored)."""
-    tag, start, end = _tlv(data, 0, "my number record")
-    if tag != MY_NUMBER_TAG:
-        raise MalformedRecordError(
-            f"my number record: expected tag {MY_NUMBER_TAG.hex().upper()}, "
-            f"found {tag.hex().upper()}"
-        )
+    start, end = _record(data, MY_NUMBER_TAG, "my number record")
     digits = data[start:end]
     if len(digits) != MY_NUMBER_DIGITS or not digits.isdigit():
         raise MalformedRecordError(f"my number record: not {MY_NUMBER_DIGITS} ASCII digits")
@@ -93,12 +94,7 @@ def parse_my_number(data: bytes) -> str:
 
 def parse_basic_attributes(data: bytes) -> BasicAttributes:
     """EF 0002, in either header form; the DF21 offsets must point at the four fields."""
-    tag, start, end = _tlv(data, 0, "basic attributes record")
-    if tag != ATTRIBUTES_TAG:
-        raise MalformedRecordError(
-            f"basic attributes record: expected tag {ATTRIBUTES_TAG.hex().upper()}, "
-            f"found {tag.hex().upper()}"
-        )
+    start, end = _record(data, ATTRIBUTES_TAG, "basic attributes record")
     header_form: HeaderForm = "long" if data[OUTER_LENGTH_AT] == LENGTH_TWO_BYTES else "short"
     try:
         fields = list(children(data, start, end))

@@ -38,18 +38,6 @@ from card_emulator.vocabulary.pins import Pin
 PresenceCallback = Callable[[bool], None]
 
 
-def _pins_by_reference() -> dict[tuple[str, int], Pin]:
-    pins = {}
-    for pin in Pin:
-        application = APPLICATIONS.by_aid(pin.application.value)
-        assert application is not None
-        pins[application.name, pin.fid] = pin
-    return pins
-
-
-PINS_BY_REFERENCE = _pins_by_reference()
-
-
 @dataclass(frozen=True)
 class PinCounter:
     """One key reference's retry counter as the card holds it now."""
@@ -274,14 +262,14 @@ class VirtualCard:
                 PinCounter(
                     application,
                     file.fid,
-                    PINS_BY_REFERENCE[application, file.fid],
+                    pin,
                     file.description,
                     reference.tries_left,
                     settings.max_tries(file.rule),
                     reference.blocked,
                 )
                 for application, file, reference in self.engine.key_references()
-                if (application, file.fid) in PINS_BY_REFERENCE  # not card-info's 0012, dead
+                if (pin := APPLICATIONS.pin_at(application, file.fid)) is not None
             ]
 
     def _fault_fired(self, line: str) -> None:

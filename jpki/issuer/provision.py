@@ -278,9 +278,7 @@ def locked_card(card: Path) -> Iterator[FileStore]:
 
 def application_name(pin: Pin) -> str:
     """The name of the application a PIN belongs to, as card images store it."""
-    application = APPLICATIONS.by_aid(pin.application.value)
-    assert application is not None
-    return application.name
+    return APPLICATIONS.of(pin).name
 
 
 def unblock_pin(image: CardImage, pin: Pin, new_pin: str | None = None) -> None:

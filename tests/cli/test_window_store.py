@@ -23,6 +23,7 @@ from jpki.issuer import history
 from jpki.issuer.provision import application_name
 from tests.cli.test_card_commands import ROOT, SELECT_JPKI, jpki, years_ago
 from tests.conftest import CA_DIR, CARDS
+from tests.jpki.test_window import set_tries
 
 T = "2030-04-01T09:00:00+09:00"
 T_PLUS = {hours: f"2030-04-{1 + (9 + hours) // 24:02d}T{(9 + hours) % 24:02d}:00:00+09:00"
@@ -45,14 +46,6 @@ def home(tmp_path: Path) -> Path:
         store.commit()
     store.close()
     return tmp_path
-
-
-def set_tries(card: Path, pins: tuple[Pin, ...], tries: int) -> None:
-    store = FileStore.open(card)
-    for pin in pins:
-        store.image.contents(application_name(pin)).pins[pin.fid].tries_left = tries
-    store.commit_counters()
-    store.close()
 
 
 def status(home: Path, *args: str) -> dict[str, dict[str, object]]:

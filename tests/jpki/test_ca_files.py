@@ -76,13 +76,6 @@ def umask(mask: int) -> Iterator[None]:
 
 
 @pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    shutil.copytree(CA_DIR, directory)
-    return directory
-
-
-@pytest.fixture
 def home(tmp_path: Path, ca_dir: Path) -> Path:
     shutil.copyfile(CARDS / "taro.json", tmp_path / "card.json")
     return tmp_path

@@ -58,7 +58,6 @@ UTC = datetime.UTC
 AUTH_CERT_FID = "000A"
 SIGN_CERT_FID = "0001"
 REVOKED_AT = datetime.datetime(2026, 11, 26, 9, 30, 15, 987654, tzinfo=UTC)
-PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy")
 # Short, so that stopping a test server does not wait half a second.
 POLL_SECONDS = 0.05
 OPENSSL = shutil.which("openssl")
@@ -93,19 +92,7 @@ def der(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.DER)
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # urllib and openssl would send loopback requests to a configured proxy.
-    for variable in PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    shutil.copytree(CA_DIR, directory)
-    return directory
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ from jpki.issuer.revocation import build_crl, build_ocsp_response
 from jpki.issuer.server import CAServer, make_server
 from jpki.relying_party.revocation import RevocationCheckError, check_crl, check_ocsp
 from jpki.relying_party.verify import TrustStore, VerificationError, verify_certificate
-from tests.conftest import CA_DIR, CARDS, FIXTURE_VALID_AT
+from tests.conftest import CARDS, FIXTURE_VALID_AT
 
 ROOT = Path(__file__).resolve().parents[2]
 AT = FIXTURE_VALID_AT
@@ -61,7 +61,6 @@ HOLDER = Holder(
 )
 POLL_SECONDS = 0.05
 OCSP_REQUEST = "application/ocsp-request"
-PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy")
 
 
 def taro(fid: int) -> x509.Certificate:
@@ -78,18 +77,7 @@ def card_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    shutil.copytree(CA_DIR, directory)
-    return directory
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 
 @pytest.fixture
